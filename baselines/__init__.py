@@ -1,0 +1,1 @@
+"""Every codec the suite compares, behind the one interface in :mod:`baselines.base`."""

@@ -1,0 +1,5 @@
+import sys
+
+from cgdm.cli import main
+
+sys.exit(main())
