@@ -16,6 +16,7 @@ COMMANDS = {
     "bd-rate": ("cgdm.evaluation.bdrate", "main", "BD-rate between two RD curves"),
     "download": ("cgdm.datasets", "main", "download and verify a dataset"),
     "encode": ("cgdm.pipeline", "main", "encode a dataset with one codec at one rate (workflow step)"),
+    "train-model": ("cgdm.pipeline", "train_model_main", "train one model of the config (workflow step)"),
 }
 
 

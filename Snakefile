@@ -1,0 +1,53 @@
+# CGDM benchmark and reproducibility suite.
+#
+#   snakemake --cores 8 results/rd_curves.pdf        # quick profile (default config), Kodak, CPU
+#   snakemake --cores 8 ablations                    # ablation study (full vs no consistency / SFF / boundary)
+#   snakemake --cores 8 paper_tables                 # every table of the study
+#   snakemake --configfile config/paper.yaml --profile profiles/slurm   # paper profile on a cluster
+#
+# See README.md for every target, profile and config option.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9_.-]+",
+    codec="[A-Za-z0-9_.-]+",
+    model="[A-Za-z0-9_.-]+",
+    rate="[0-9]+",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/encode.smk"
+include: "workflow/rules/metrics.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/rd_curves.pdf",
+        "results/tables/rd_table.md",
+    default_target: True
+
+
+rule ablations:
+    input:
+        "results/ablations.pdf",
+        "results/tables/ablation_table.md",
+
+
+rule paper_tables:
+    input:
+        "results/tables/rd_table.md",
+        "results/tables/bd_rate_table.md",
+        "results/tables/runtime_table.md",
+        "results/tables/ablation_table.md",

@@ -1,0 +1,52 @@
+# Per-image metrics (pyiqa) and distribution metrics (clean-fid, FID/256 patches) per rate point.
+
+
+rule fetch_weights:
+    output:
+        "resources/weights/.fetched",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/weights/fetch.log",
+    shell:
+        "python -m cgdm.evaluation.weights --fetch --marker {output} > {log} 2>&1"
+
+
+rule image_metrics:
+    input:
+        "results/encoded/{dataset}/{codec}/{rate}/encode.csv",
+    output:
+        "results/metrics/{dataset}/{codec}/{rate}.csv",
+    params:
+        metrics=",".join(config["metrics"]["per_image"]),
+        device=device(),
+    threads: 1
+    conda:
+        CONDA_ENV
+    log:
+        "logs/metrics/{dataset}/{codec}/{rate}.log",
+    benchmark:
+        "results/benchmarks/metrics/{dataset}/{codec}/{rate}.tsv"
+    shell:
+        "python -m cgdm.evaluation.metrics --encode-csv {input} --out {output}"
+        " --metrics {params.metrics} --device {params.device} > {log} 2>&1"
+
+
+rule distribution_metrics:
+    input:
+        "results/encoded/{dataset}/{codec}/{rate}/encode.csv",
+    output:
+        "results/fid/{dataset}/{codec}/{rate}.csv",
+    params:
+        metrics=",".join(config["metrics"].get("distribution", [])),
+        device=device(),
+    threads: 1
+    conda:
+        CONDA_ENV
+    log:
+        "logs/fid/{dataset}/{codec}/{rate}.log",
+    benchmark:
+        "results/benchmarks/fid/{dataset}/{codec}/{rate}.tsv"
+    shell:
+        "python -m cgdm.evaluation.fid --encode-csv {input} --out {output}"
+        " --metrics {params.metrics} --device {params.device} > {log} 2>&1"

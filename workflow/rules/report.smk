@@ -1,0 +1,79 @@
+# Tidy tables -> RD curves, BD-rate / RD / runtime / ablation tables, report.
+
+
+rule published_curve:
+    output:
+        "results/published/{name}.csv",
+    params:
+        entry=lambda wc: json.dumps(PUBLISHED[wc.name]),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/published/{name}.log",
+    shell:
+        "python -m baselines.published --name {wildcards.name} --entry {params.entry:q} --out {output} > {log} 2>&1"
+
+
+rule aggregate:
+    input:
+        metric_csvs(CODECS),
+        published_csvs(),
+    output:
+        "results/results.csv",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/report/aggregate.log",
+    shell:
+        "python -m cgdm.evaluation.aggregate --out {output} {input} > {log} 2>&1"
+
+
+rule aggregate_ablations:
+    input:
+        metric_csvs([ABLATIONS.get("full")] + list(ABLATION_CODECS)) if ABLATIONS else [],
+    output:
+        "results/ablations.csv",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/report/aggregate_ablations.log",
+    shell:
+        "python -m cgdm.evaluation.aggregate --out {output} {input} > {log} 2>&1"
+
+
+rule report:
+    input:
+        results="results/results.csv",
+        ablations="results/ablations.csv" if ABLATIONS else [],
+    output:
+        pdf=report("results/rd_curves.pdf", caption="../report/rd_curves.rst", category="RD curves"),
+        rd="results/tables/rd_table.md",
+        bd="results/tables/bd_rate_table.md",
+        runtime="results/tables/runtime_table.md",
+    params:
+        anchor=config.get("report", {}).get("anchor", ""),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/report/report.log",
+    shell:
+        "python -m cgdm.evaluation.report --results {input.results} --pdf {output.pdf}"
+        " --tables results/tables --anchor {params.anchor} > {log} 2>&1"
+
+
+rule ablation_report:
+    input:
+        "results/ablations.csv",
+    output:
+        pdf=report("results/ablations.pdf", caption="../report/ablations.rst", category="Ablations"),
+        table="results/tables/ablation_table.md",
+    params:
+        full=ABLATIONS.get("full", ""),
+        variants=" ".join(f"{k}={ABLATIONS.get('full')}_{k}" for k in (ABLATIONS.get("variants") or {})),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/report/ablations.log",
+    shell:
+        "python -m cgdm.evaluation.report --ablations {input} --pdf {output.pdf} --tables results/tables"
+        " --full {params.full} --variants {params.variants} > {log} 2>&1"
