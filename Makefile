@@ -40,15 +40,15 @@ test-slow: setup
 
 # A tiny real run of the whole workflow (two cropped Kodak images, 2 rates, a few training steps).
 test-workflow: setup
-	$(BIN)/snakemake --cores 2 --directory .test --snakefile Snakefile \
-		--configfile .test/config/config.yaml results/rd_curves.pdf ablations
-	$(BIN)/snakemake --cores 2 --directory .test --snakefile Snakefile \
-		--configfile .test/config/config.yaml results/rd_curves.pdf ablations --dry-run | grep -q "Nothing to be done"
+	# --directory .test: the Snakefile's configfile (config/config.yaml) then resolves to .test/config/config.yaml.
+	$(BIN)/snakemake --cores 2 --directory .test --snakefile Snakefile results/rd_curves.pdf ablations
+	$(BIN)/snakemake --cores 2 --directory .test --snakefile Snakefile results/rd_curves.pdf ablations --dry-run \
+		| grep -q "Nothing to be done"
 
 lint: setup
 	$(BIN)/snakemake --lint
-	$(BIN)/snakemake -n --quiet rules ablations
-	$(BIN)/snakemake -n --quiet rules --configfile config/paper.yaml
+	$(BIN)/snakemake -n ablations --quiet rules
+	$(BIN)/snakemake -n --configfile config/paper.yaml --profile profiles/slurm --quiet rules
 
 ci: test test-workflow lint
 

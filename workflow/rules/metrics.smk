@@ -1,6 +1,7 @@
 # Per-image metrics (pyiqa) and distribution metrics (clean-fid, FID/256 patches) per rate point.
 
 
+# Not part of `all`: offline it fails with instructions; metrics then report "unavailable".
 rule fetch_weights:
     output:
         "resources/weights/.fetched",
@@ -29,7 +30,7 @@ rule image_metrics:
         "results/benchmarks/metrics/{dataset}/{codec}/{rate}.tsv"
     shell:
         "python -m cgdm.evaluation.metrics --encode-csv {input} --out {output}"
-        " --metrics {params.metrics} --device {params.device} > {log} 2>&1"
+        " --metrics {params.metrics} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule distribution_metrics:
@@ -39,6 +40,8 @@ rule distribution_metrics:
         "results/fid/{dataset}/{codec}/{rate}.csv",
     params:
         metrics=",".join(config["metrics"].get("distribution", [])),
+        # Inception features of the originals are computed once per dataset, not per codec x rate.
+        feature_cache=lambda wc: f"resources/fid_features/{wc.dataset}",
         device=device(),
     threads: 1
     conda:
@@ -48,5 +51,5 @@ rule distribution_metrics:
     benchmark:
         "results/benchmarks/fid/{dataset}/{codec}/{rate}.tsv"
     shell:
-        "python -m cgdm.evaluation.fid --encode-csv {input} --out {output}"
-        " --metrics {params.metrics} --device {params.device} > {log} 2>&1"
+        "python -m cgdm.evaluation.fid --encode-csv {input} --out {output} --metrics {params.metrics}"
+        " --device {params.device} --threads {threads} --feature-cache {params.feature_cache} > {log} 2>&1"

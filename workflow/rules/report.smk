@@ -52,13 +52,14 @@ rule report:
         runtime="results/tables/runtime_table.md",
     params:
         anchor=config.get("report", {}).get("anchor", ""),
+        labels=json.dumps({c: e["label"] for c, e in ALL_CODECS.items() if e.get("label")}),
     conda:
         CONDA_ENV
     log:
         "logs/report/report.log",
     shell:
         "python -m cgdm.evaluation.report --results {input.results} --pdf {output.pdf}"
-        " --tables results/tables --anchor {params.anchor} > {log} 2>&1"
+        " --tables results/tables --anchor {params.anchor} --labels {params.labels:q} > {log} 2>&1"
 
 
 rule ablation_report:

@@ -1,0 +1,163 @@
+"""Rate-distortion curves from tidy rows: one PDF page per dataset, one panel per metric (bpp on x).
+
+Every codec gets the same colour and marker on every panel and page; published curves are dashed and
+labelled "(published)". A metric with no usable row in a dataset still gets its panel, showing
+"unavailable: <reason>", so the gap is visible; codecs missing from an otherwise filled panel are named
+under it. Sizes are chosen for print (panels about 3.2 in wide, 9-10 pt text). A PNG copy of each page is
+written for the HTML report.
+
+Drawn with matplotlib's object API (no pyplot state), styled by seaborn.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cgdm.evaluation import DATASET_IMAGE, metric_label, metric_title, order_metrics
+from cgdm.evaluation.tidy import rd_points, shown_metrics, unavailable_reasons
+
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p"]
+PUBLISHED_DASHES = (4, 2)
+#: text sizes for print: panels are about 3.3 in wide, so 8-10 pt stays legible at column width
+RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8.5,
+      "xtick.labelsize": 8, "ytick.labelsize": 8, "pdf.fonttype": 42}
+
+
+def _style(codecs: list[str], published: set[str]) -> dict[str, dict]:
+    """Stable colour / marker / dash per codec (measured codecs first, then published)."""
+    import seaborn as sns
+
+    ordered = sorted(c for c in codecs if c not in published) + sorted(c for c in codecs if c in published)
+    colors = sns.color_palette("colorblind", 10) + sns.color_palette("dark", 10) + sns.color_palette("pastel", 10)
+    return {c: dict(color=colors[i % len(colors)], marker=MARKERS[i % len(MARKERS)],
+                    dashes=PUBLISHED_DASHES if c in published else "")
+            for i, c in enumerate(ordered)}
+
+
+def _label(codec: str, labels: dict[str, str], published: set[str]) -> str:
+    text = labels.get(codec, codec)
+    return f"{text} (published)" if codec in published and not text.endswith("(published)") else text
+
+
+def _reason_text(status: str, width: int = 42, limit: int = 320) -> str:
+    text = status if status.startswith("unavailable") else f"unavailable: {status}"
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return textwrap.fill(text, width)
+
+
+def plot_rd(df: pd.DataFrame, pdf: str | Path, png_dir: str | Path | None = None,
+            metrics: list[str] | None = None, labels: dict[str, str] | None = None,
+            title: str = "") -> list[Path]:
+    """Draw the RD curves of tidy rows ``df`` into ``pdf`` (one page per dataset) and PNG copies.
+
+    Returns the PNG paths (``<png_dir>/<pdf stem>-<dataset>.png``; ``png_dir`` defaults to the PDF's folder).
+    The PDF is written to a temporary name and renamed, so an interrupted job leaves no partial figure.
+    """
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    if df.empty:
+        raise ValueError("no rows to plot")
+    pdf = Path(pdf)
+    png_dir = Path(png_dir) if png_dir else pdf.parent
+    pdf.parent.mkdir(parents=True, exist_ok=True)
+    png_dir.mkdir(parents=True, exist_ok=True)
+    pngs = []
+    tmp = pdf.with_name(f".{pdf.name}.part")
+    with PdfPages(tmp) as pages:
+        for dataset in sorted(set(df["dataset"])):
+            fig = rd_figure(df, dataset, metrics=metrics, labels=labels, title=title)
+            pages.savefig(fig)
+            png = png_dir / f"{pdf.stem}-{dataset}.png"
+            fig.savefig(png, dpi=200)
+            pngs.append(png)
+    tmp.replace(pdf)
+    return pngs
+
+
+def rd_figure(df: pd.DataFrame, dataset: str, metrics: list[str] | None = None,
+              labels: dict[str, str] | None = None, title: str = ""):
+    """The figure of one dataset: a panel per metric, a shared legend below (matplotlib ``Figure``).
+
+    Colours and markers are assigned over all codecs of ``df``, so they match across datasets.
+    """
+    import matplotlib
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    labels = labels or {}
+    published = set(df.loc[df["kind"] == "published", "codec"])
+    style = _style(sorted(set(df["codec"])), published)
+    d = df[df["dataset"] == dataset]
+    points = rd_points(d)
+    reasons = unavailable_reasons(d)
+    mets = order_metrics(metrics or shown_metrics(d))
+    ncols = min(len(mets), 3)
+    nrows = int(np.ceil(len(mets) / ncols))
+    with sns.axes_style("whitegrid"), matplotlib.rc_context(RC):
+        fig = Figure(figsize=(3.3 * ncols, 2.9 * nrows + 0.9), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+        handles = {}
+        for ax, metric in zip(axes, mets):
+            _panel(ax, points[points["metric"] == metric], d[d["metric"] == metric], metric,
+                   reasons.get((dataset, metric)), style, labels, published, handles)
+        for ax in axes[len(mets):]:
+            ax.set_visible(False)
+        n_images = d.loc[(d["kind"] != "published") & (d["image"] != DATASET_IMAGE), "image"].nunique()
+        head = f"{title} - {dataset}" if title else dataset
+        fig.suptitle(f"{head} ({n_images} images)" if n_images else head, fontsize=11)
+        if handles:
+            fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
+                       ncols=min(len(handles), 4), frameon=False)
+    return fig
+
+
+def _panel(ax, pts: pd.DataFrame, rows: pd.DataFrame, metric: str, reason: str | None, style: dict,
+           labels: dict, published: set, handles: dict) -> None:
+    import seaborn as sns
+
+    ax.set_title(metric_title(metric))
+    pts = pts[np.isfinite(pts["value"].astype(float))]
+    if pts.empty:
+        ax.text(0.5, 0.5, _reason_text(reason or "no data"), ha="center", va="center", fontsize=8,
+                color="0.3", transform=ax.transAxes, wrap=True)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        return
+    pts = pts.assign(label=[_label(c, labels, published) for c in pts["codec"]])
+    order = [c for c in style if c in set(pts["codec"])]
+    hue_order = [_label(c, labels, published) for c in order]
+    sns.lineplot(data=pts, x="bpp", y="value", hue="label", style="label", hue_order=hue_order,
+                 style_order=hue_order, palette={_label(c, labels, published): style[c]["color"] for c in order},
+                 markers={_label(c, labels, published): style[c]["marker"] for c in order},
+                 dashes={_label(c, labels, published): style[c]["dashes"] for c in order},
+                 estimator=None, sort=True, markersize=5, linewidth=1.3, ax=ax)
+    for h, lab in zip(*ax.get_legend_handles_labels()):
+        handles.setdefault(lab, h)
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    ax.set_xlabel("bpp")
+    ax.set_ylabel(metric_label(metric))
+    measured = pts[~pts["codec"].isin(published)]
+    if not measured.empty and len(measured) < len(pts):
+        # Published curves often span far more rates than were measured here: zoom on the measured range
+        # so the curves under study stay readable (the published ones are clipped, not rescaled).
+        xmax = 1.15 * measured["bpp"].max()
+        shown = pts[pts["bpp"] <= xmax]["value"]
+        pad = 0.05 * (shown.max() - shown.min() or abs(shown.max()) or 1.0)
+        ax.set_xlim(0, xmax)
+        ax.set_ylim(shown.min() - pad, shown.max() + pad)
+    missing = sorted(set(rows["codec"]) - set(pts["codec"]))
+    if missing:
+        # name the codecs without a usable point and why (the most common status of their rows)
+        why = rows[rows["codec"].isin(missing)]["status"].mode().iloc[0]
+        text = f"n/a for {', '.join(_label(c, labels, published) for c in missing)}: {why}"
+        ax.text(0.0, -0.28, textwrap.fill(text[:200] + ("..." if len(text) > 200 else ""), 62),
+                transform=ax.transAxes, fontsize=7, color="0.35", va="top")
+    if metric == "ms_ssim":
+        ax.yaxis.set_major_formatter("{x:.3f}")
