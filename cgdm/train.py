@@ -1,0 +1,281 @@
+"""Training of CGDM's base codec, and ``cgdm train`` (which also dispatches the diffusion-decoder stage).
+
+Loss (per image, averaged over the batch): ``lambda[r] * 255^2 * MSE + bpp`` with ``r`` the image's rate
+index, drawn uniformly per sample so every batch mixes rate points of the variable-rate model; ``bpp``
+counts all three streams (y, z, neural syntax). The entropy bottlenecks' quantiles are trained by the
+auxiliary loss with their own optimizer, as in CompressAI's ``examples/train.py``.
+
+Determinism and resume: crops, flips and rate indices come from one seeded ``torch.Generator``; the
+quantisation noise from the global torch RNG seeded at start. Every ``checkpoint_every`` steps a state
+file ``<out>.state`` is written atomically with the model, both optimizers and both RNG states, so a
+killed run resumed with the same params continues at the same step with the same optimizer state (and,
+on the same device and thread count, the same weights as an uninterrupted run). At the end the CDFs are
+built (``update(force=True)``), the checkpoint is exported to ``out`` atomically and the state file is
+removed.
+
+Config file of ``cgdm train --config FILE.yaml``::
+
+    stage: base                 # or "decoder" -> cgdm.train_diffusion.train_decoder
+    out: resources/models/cgdm_base.pth
+    train_images: data/train    # a folder, or a list of image files
+    device: cpu
+    requires: {}                # other trained models by role (decoder stage: {base: <checkpoint>})
+    params: {steps: 1500, batch_size: 8, patch_size: 128, lambdas: [...], ...}   # see DEFAULT_PARAMS
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from cgdm.codec import ARCH, BaseCodec, estimate_bits
+from cgdm.results import config_hash
+from cgdm.zoo import save_checkpoint
+
+__all__ = ["DEFAULT_PARAMS", "main", "train_base"]
+
+#: quick-profile defaults; the paper profile sets N=128, M=192 and more steps
+DEFAULT_PARAMS: dict = {
+    "N": 64,
+    "M": 96,
+    "syntax_dim": 16,
+    "syntax_pool_channels": None,
+    # CompressAI's quality 1-3 lambdas (0.0018, 0.0035, 0.0067) and one octave below them: the
+    # low-rate end, where a diffusion decoder helps most
+    "lambdas": [0.0009, 0.0018, 0.0035, 0.0067],
+    "steps": 1500,
+    "batch_size": 8,
+    "patch_size": 128,
+    "lr": 3e-4,
+    "aux_lr": 1e-3,
+    "clip_max_norm": 1.0,
+    "seed": 0,
+    "checkpoint_every": 100,
+    "threads": None,  # torch.set_num_threads; None = torch's default
+}
+# params that may change between a run and its resumption (they do not change what one step does)
+_RESUMABLE_KEYS = {"steps", "checkpoint_every", "threads"}
+
+
+def _state_path(out: Path) -> Path:
+    return out.with_name(out.name + ".state")
+
+
+class RandomCrops:
+    """Seeded random crops (with horizontal flips) from a list of images held in memory as uint8."""
+
+    def __init__(self, paths: list[Path], patch_size: int):
+        from cgdm.imageio import load_image
+
+        if not paths:
+            raise ValueError("no training images: point train_images at a folder of PNG/JPEG files")
+        self.patch_size = patch_size
+        self.images = []
+        for p in paths:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # alpha dropped: documented rule of cgdm.imageio
+                img = torch.from_numpy(load_image(p)).permute(2, 0, 1).contiguous()
+            h, w = img.shape[-2:]
+            if h < patch_size or w < patch_size:  # small images: replicate-pad up to one patch
+                img = F.pad(img[None].float(), (0, max(0, patch_size - w), 0, max(0, patch_size - h)),
+                            mode="replicate")[0].to(torch.uint8)
+            self.images.append(img)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        p = self.patch_size
+        out = torch.empty(batch_size, 3, p, p)
+        for i in range(batch_size):
+            img = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
+            h, w = img.shape[-2:]
+            top = int(torch.randint(h - p + 1, (1,), generator=generator))
+            left = int(torch.randint(w - p + 1, (1,), generator=generator))
+            crop = img[:, top:top + p, left:left + p]
+            if bool(torch.randint(2, (1,), generator=generator)):
+                crop = crop.flip(-1)
+            out[i] = crop.float().div(255.0)
+        return out
+
+
+def _optimizers(model: BaseCodec, params: dict):
+    aux = {n for n, _ in model.named_parameters() if n.endswith(".quantiles")}
+    main_params = [p for n, p in model.named_parameters() if n not in aux and p.requires_grad]
+    aux_params = [p for n, p in model.named_parameters() if n in aux]
+    return (torch.optim.Adam(main_params, lr=float(params["lr"])),
+            torch.optim.Adam(aux_params, lr=float(params["aux_lr"])))
+
+
+def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample ``lambda * 255^2 * MSE + bpp``, averaged; also returns the batch's bpp and MSE."""
+    num_pixels = x.shape[-2] * x.shape[-1]
+    bpp = sum(estimate_bits(out["likelihoods"]).values()) / num_pixels
+    mse = F.mse_loss(out["x_hat"], x, reduction="none").flatten(1).mean(1)
+    loss = (lambdas * 255.0 ** 2 * mse + bpp).mean()
+    return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean()}
+
+
+def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, requires: dict | None = None,
+               device: str = "cpu", *, resume: bool = True,
+               on_step: Callable[[int], None] | None = None, progress: bool = True) -> Path:
+    """Train the variable-rate base codec and export it to ``out`` (the workflow's trainer function).
+
+    ``resume``: continue from ``<out>.state`` when it exists and was made with the same params
+    (ignoring ``steps``/``checkpoint_every``/``threads``, so a finished run can also be extended).
+    ``on_step(step)`` is called after every completed step (tests use it to simulate a kill).
+    """
+    unknown = set(params) - set(DEFAULT_PARAMS)
+    if unknown:
+        raise ValueError(f"unknown training params {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}")
+    p = {**DEFAULT_PARAMS, **params}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lambdas = [float(v) for v in p["lambdas"]]
+    if not lambdas or any(v <= 0 for v in lambdas):
+        raise ValueError(f"lambdas must be a non-empty list of positive numbers, got {p['lambdas']}")
+    if p["threads"]:
+        torch.set_num_threads(int(p["threads"]))
+    device = torch.device(device)
+    phash = config_hash({k: v for k, v in p.items() if k not in _RESUMABLE_KEYS})
+
+    data = RandomCrops([Path(f) for f in train_images], int(p["patch_size"]))
+    torch.manual_seed(int(p["seed"]))  # network init and quantisation noise
+    model = BaseCodec(N=p["N"], M=p["M"], num_rates=len(lambdas), syntax_dim=p["syntax_dim"],
+                      syntax_pool_channels=p["syntax_pool_channels"])
+    model.init_gains(lambdas)
+    model.to(device).train()
+    optimizer, aux_optimizer = _optimizers(model, p)
+    generator = torch.Generator().manual_seed(int(p["seed"]))
+    step = 0
+
+    state_path = _state_path(out)
+    if resume and state_path.exists():
+        # RNG states must stay on the CPU; the optimizers move their state to the parameters' device
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("params_hash") != phash:
+            raise ValueError(f"{state_path} was written with different training params; delete it to start "
+                             "over, or restore the params it was made with")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        aux_optimizer.load_state_dict(state["aux_optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["crop_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        step = int(state["step"])
+    elif state_path.exists():
+        warnings.warn(f"{state_path} exists from an earlier run and will be overwritten (resume=False)")
+
+    def save_state() -> None:
+        tmp = state_path.with_name(f".{state_path.name}.part")
+        torch.save({"step": step, "params_hash": phash, "params": p, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
+                    "torch_rng": torch.get_rng_state(), "crop_rng": generator.get_state(),
+                    # quantisation noise on a GPU comes from its own generator
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}, tmp)
+        os.replace(tmp, state_path)
+
+    lam = torch.tensor(lambdas, device=device)
+    total = int(p["steps"])
+    every = max(1, int(p["checkpoint_every"]))
+    bar = tqdm(total=total, initial=step, desc=f"train {out.name}", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    t_start, steps_timed, last = time.perf_counter(), 0, {}
+    while step < total:
+        x = data.sample(int(p["batch_size"]), generator).to(device)
+        r = torch.randint(len(lambdas), (x.size(0),), generator=generator).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        aux_optimizer.zero_grad(set_to_none=True)
+        res = rd_loss(model(x, r), x, lam[r])
+        if not torch.isfinite(res["loss"]):
+            raise FloatingPointError(f"loss is {res['loss'].item()} at step {step}; lower lr (now {p['lr']})")
+        res["loss"].backward()
+        if p["clip_max_norm"]:
+            torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], float(p["clip_max_norm"]))
+        optimizer.step()
+        aux = model.aux_loss()
+        aux.backward()
+        aux_optimizer.step()
+        step += 1
+        steps_timed += 1
+        last = {k: v.item() for k, v in res.items()} | {"aux": aux.item()}
+        bar.update(1)
+        bar.set_postfix(loss=f"{last['loss']:.3f}", bpp=f"{last['bpp']:.3f}",
+                        psnr=f"{-10 * math.log10(max(last['mse'], 1e-10)):.2f}", refresh=False)
+        if step % every == 0 or step == total:
+            save_state()
+        if on_step is not None:
+            on_step(step)
+    bar.close()
+    ms_per_step = 1000.0 * (time.perf_counter() - t_start) / max(1, steps_timed)
+
+    model.update(force=True)  # CDF tables for the range coder, from the final quantiles
+    model.eval()
+    meta = {
+        "arch": ARCH, "steps": step, "config": model.config, "num_rates": model.num_rates,
+        "N": model.N, "M": model.M, "lambdas": lambdas, "params": p, "params_hash": phash,
+        "train_images": len(data.images), "device": str(device), "ms_per_step": round(ms_per_step, 1),
+        "final": last,
+    }
+    save_checkpoint(out, model.state_dict(), meta)
+    state_path.unlink(missing_ok=True)
+    return out
+
+
+# -- CLI ------------------------------------------------------------------------------------------------
+def _train_images(spec) -> list[Path]:
+    from cgdm.imageio import list_images
+
+    if isinstance(spec, (list, tuple)):
+        return [Path(s) for s in spec]
+    folder = Path(spec)
+    if not folder.is_dir():
+        raise ValueError(f"train_images: {folder} is not a folder")
+    return list_images(folder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="cgdm train", description="Train a CGDM stage from a YAML config.")
+    ap.add_argument("--config", required=True, help="YAML file (see cgdm.train's docstring)")
+    ap.add_argument("--resume", action="store_true", help="continue from <out>.state of an interrupted run")
+    ap.add_argument("--out", help="override the config's out")
+    ap.add_argument("--device", help="override the config's device")
+    args = ap.parse_args(argv)
+    import yaml
+
+    try:
+        with open(args.config) as f:
+            cfg = yaml.safe_load(f) or {}
+        out = args.out or cfg["out"]
+        images = _train_images(cfg.get("train_images", "data/train"))
+    except (OSError, KeyError, ValueError, yaml.YAMLError) as exc:
+        print(f"cgdm train: error: bad config {args.config}: {exc!r}", file=sys.stderr)
+        return 2
+    device = args.device or cfg.get("device", "cpu")
+    params, requires = cfg.get("params", {}) or {}, cfg.get("requires", {}) or {}
+    stage = cfg.get("stage", "base")
+    if stage == "base":
+        try:
+            train_base(params, images, out, requires, device, resume=args.resume)
+        except ValueError as exc:
+            print(f"cgdm train: error: {exc}", file=sys.stderr)
+            return 2
+    elif stage == "decoder":
+        from cgdm.train_diffusion import (
+            train_decoder,  # the diffusion decoder's trainer
+        )
+
+        train_decoder(params, images, Path(out), requires, device)
+    else:
+        print(f"cgdm train: error: unknown stage {stage!r} (expected 'base' or 'decoder')", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,229 @@
+"""Checkpoints and the model zoo.
+
+Checkpoint files (``torch.save``) hold ``{"state_dict": ..., "meta": {...}}``. ``meta`` always has
+``arch``, ``steps`` and ``weights_sha256`` (sha256 of the state dict's tensors, see
+:func:`weights_sha256`); base-codec checkpoints also hold ``config`` (constructor arguments),
+``lambdas`` and ``num_rates``. :func:`load_checkpoint` recomputes the hash and refuses a file whose
+weights do not match it, so a damaged or hand-edited checkpoint never silently produces numbers.
+
+The zoo table (:data:`ZOO`), like CompressAI's ``compressai.zoo``, maps a name to an architecture, its
+rate points and a download URL + sha256. :func:`load_pretrained` downloads into the torch hub cache with
+``torch.hub.download_url_to_file`` and verifies the sha256 before loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from baselines.base import CodecUnavailable
+
+__all__ = [
+    "ZOO",
+    "CheckpointError",
+    "ZooEntry",
+    "download_weights",
+    "find_by_weights_hash",
+    "load_base_codec",
+    "load_checkpoint",
+    "load_pretrained",
+    "resolve_model",
+    "save_checkpoint",
+    "weights_sha256",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable, of the wrong kind, or whose weights do not match
+    their recorded hash."""
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    arch: str
+    #: constructor arguments of the architecture
+    config: dict[str, Any]
+    #: training lambda of each rate index
+    lambdas: tuple[float, ...]
+    url: str
+    #: sha256 of the file at ``url``; None while the weights are not published
+    sha256: str | None = None
+    #: meta["weights_sha256"] of the checkpoint (identifies the model in .cgdm headers)
+    weights_sha256: str | None = None
+    notes: str = field(default="", compare=False)
+
+
+_RELEASE = "https://github.com/cgdm-suite/cgdm-suite/releases/download/weights-v1"
+
+# No weights are published yet: the URLs are the planned release locations and the sha256 fields are
+# None, so load_pretrained() refuses these entries with a message that says how to train the model
+# locally (`cgdm train` / the workflow). Fill in sha256 + weights_sha256 when the release is made.
+ZOO: dict[str, ZooEntry] = {
+    "cgdm-base-quick": ZooEntry(
+        name="cgdm-base-quick", arch="cgdm-base-vr-mshp",
+        config={"N": 64, "M": 96, "num_rates": 4, "syntax_dim": 16, "syntax_pool_channels": None},
+        lambdas=(0.0009, 0.0018, 0.0035, 0.0067),
+        url=f"{_RELEASE}/cgdm-base-quick.pth",
+        notes="quick profile: trained on data/train (40 photos), 1500 steps",
+    ),
+    "cgdm-base-paper": ZooEntry(
+        name="cgdm-base-paper", arch="cgdm-base-vr-mshp",
+        config={"N": 128, "M": 192, "num_rates": 6, "syntax_dim": 16, "syntax_pool_channels": None},
+        lambdas=(0.0009, 0.0018, 0.0035, 0.0067, 0.013, 0.025),
+        url=f"{_RELEASE}/cgdm-base-paper.pth",
+        notes="paper size, for the paper profile",
+    ),
+}
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and raw bytes of every tensor, in sorted name order.
+
+    Independent of the pickle format and the device, so the same weights always hash the same."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: dict, **extra) -> str:
+    """Write ``{"state_dict", "meta", **extra}`` atomically; ``meta["weights_sha256"]`` is filled in.
+
+    Returns the weights hash."""
+    path = Path(path)
+    state_dict = {k: v.detach().to("cpu") for k, v in state_dict.items()}
+    meta = dict(meta, weights_sha256=weights_sha256(state_dict))
+    for key in ("arch", "steps"):
+        if key not in meta:
+            raise ValueError(f"checkpoint meta needs {key!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        torch.save({"state_dict": state_dict, "meta": meta, **extra}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return meta["weights_sha256"]
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    arch: str | None = None) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` and verify its weights hash (and ``arch``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint; train one with `cgdm train --config ...` or run "
+                              "the workflow")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises pickle/zip/runtime errors alike
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "meta" not in ckpt:
+        raise CheckpointError(f"{path}: not a cgdm checkpoint (expected keys 'state_dict' and 'meta')")
+    meta = ckpt["meta"]
+    recorded = meta.get("weights_sha256")
+    actual = weights_sha256(ckpt["state_dict"])
+    if recorded != actual:
+        raise CheckpointError(f"{path}: weights hash {actual[:16]} does not match the recorded "
+                              f"{str(recorded)[:16]}: the file is damaged or was modified; re-download or retrain")
+    if arch is not None and meta.get("arch") != arch:
+        raise CheckpointError(f"{path}: architecture {meta.get('arch')!r}, expected {arch!r}")
+    return ckpt
+
+
+def load_base_codec(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Checkpoint -> ``(BaseCodec in eval mode with CDFs ready, meta)``."""
+    from cgdm.codec import ARCH, BaseCodec
+
+    ckpt = load_checkpoint(path, arch=ARCH)
+    meta = ckpt["meta"]
+    model = BaseCodec(**meta["config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit {ARCH} with {meta['config']}: {exc}") from exc
+    model.update(force=False)  # no-op when the exported CDFs are present (they are)
+    return model.to(device).eval(), meta
+
+
+# -- zoo --------------------------------------------------------------------------------------------
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download_weights(entry: ZooEntry, progress: bool = True) -> Path:
+    """Download ``entry.url`` into ``<torch hub dir>/checkpoints`` (once) and verify its sha256."""
+    if entry.sha256 is None:
+        raise CodecUnavailable(
+            f"zoo model {entry.name!r}: no weights are published yet ({entry.url} is a placeholder for a "
+            "future release); train it locally with `cgdm train --config ...` or the workflow")
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    dest = folder / f"{entry.name}-{entry.sha256[:8]}.pth"
+    if dest.is_file() and _file_sha256(dest) == entry.sha256:
+        return dest
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{dest.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        try:
+            torch.hub.download_url_to_file(entry.url, tmp, progress=progress)
+        except Exception as exc:  # URLError, HTTPError, timeouts
+            raise CodecUnavailable(f"zoo model {entry.name!r}: download of {entry.url} failed ({exc}); "
+                                   f"check the network, or place the file at {dest}") from exc
+        actual = _file_sha256(Path(tmp))
+        if actual != entry.sha256:
+            raise CheckpointError(f"zoo model {entry.name!r}: downloaded file has sha256 {actual}, expected "
+                                  f"{entry.sha256}; the download is corrupted or the release changed")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def load_pretrained(name: str, device: str | torch.device = "cpu", progress: bool = True):
+    """Zoo name -> ``(model, meta)``: download (once), verify the sha256, load and check the arch."""
+    if name not in ZOO:
+        raise KeyError(f"unknown zoo model {name!r}; available: {sorted(ZOO)}")
+    entry = ZOO[name]
+    path = download_weights(entry, progress=progress)
+    model, meta = load_base_codec(path, device)
+    if entry.weights_sha256 is not None and meta["weights_sha256"] != entry.weights_sha256:
+        raise CheckpointError(f"zoo model {name!r}: weights hash {meta['weights_sha256']} differs from the "
+                              f"table's {entry.weights_sha256}")
+    return model, meta
+
+
+def find_by_weights_hash(prefix: bytes | str) -> ZooEntry | None:
+    """The zoo entry whose weights hash starts with ``prefix`` (the 8 bytes of a .cgdm header)."""
+    prefix = prefix.hex() if isinstance(prefix, bytes) else prefix
+    for entry in ZOO.values():
+        if entry.weights_sha256 and entry.weights_sha256.startswith(prefix):
+            return entry
+    return None
+
+
+def resolve_model(spec: str | os.PathLike, device: str | torch.device = "cpu"):
+    """A checkpoint path or a zoo name -> ``(BaseCodec, meta)``."""
+    if isinstance(spec, str) and spec in ZOO and not Path(spec).exists():
+        return load_pretrained(spec, device)
+    return load_base_codec(spec, device)

@@ -1,0 +1,156 @@
+"""Checkpoints (hash-verified) and the zoo's download + sha256 check, against a loopback HTTP server."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import threading
+
+import pytest
+import torch
+
+from baselines.base import CodecUnavailable
+from cgdm import zoo
+from cgdm.codec import ARCH, BaseCodec
+from cgdm.zoo import (
+    CheckpointError,
+    ZooEntry,
+    load_checkpoint,
+    save_checkpoint,
+    weights_sha256,
+)
+
+
+@pytest.fixture(scope="module")
+def small_ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    m = BaseCodec(N=8, M=8, num_rates=2, syntax_dim=4)
+    m.update(force=True)
+    path = tmp_path_factory.mktemp("ckpt") / "m.pth"
+    h = save_checkpoint(path, m.state_dict(), {"arch": ARCH, "steps": 3, "config": m.config})
+    return path, h
+
+
+def test_weights_hash_is_stable_and_sensitive():
+    sd = {"a": torch.arange(6.0).view(2, 3), "b": torch.zeros(2, dtype=torch.int32)}
+    h = weights_sha256(sd)
+    assert h == weights_sha256({"b": sd["b"].clone(), "a": sd["a"].clone()})  # order and copies don't matter
+    assert h != weights_sha256({**sd, "a": sd["a"] + 1e-6})
+    assert h != weights_sha256({**sd, "a": sd["a"].view(3, 2)})  # shape is part of the hash
+    assert h != weights_sha256({**sd, "b": sd["b"].float()})  # dtype too
+
+
+def test_checkpoint_round_trip_and_tamper_detection(small_ckpt, tmp_path):
+    path, h = small_ckpt
+    ckpt = load_checkpoint(path, arch=ARCH)
+    assert ckpt["meta"]["weights_sha256"] == h and ckpt["meta"]["steps"] == 3
+    model, _ = zoo.load_base_codec(path)
+    assert not model.training and model.num_rates == 2
+
+    ckpt["state_dict"]["g_a.0.weight"][0, 0, 0, 0] += 1.0  # edit a weight, keep the recorded hash
+    bad = tmp_path / "tampered.pth"
+    torch.save(ckpt, bad)
+    with pytest.raises(CheckpointError, match="does not match the recorded"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="architecture"):
+        load_checkpoint(path, arch="something-else")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        load_checkpoint(tmp_path / "junk.pth")
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "absent.pth")
+    with pytest.raises(ValueError, match="needs 'steps'"):
+        save_checkpoint(tmp_path / "x.pth", {}, {"arch": ARCH})
+
+
+def test_published_entries_are_well_formed():
+    for name, entry in zoo.ZOO.items():
+        assert entry.name == name and entry.arch == ARCH
+        assert len(entry.lambdas) == entry.config["num_rates"]
+        assert entry.url.startswith("https://")
+        assert entry.sha256 is None or len(entry.sha256) == 64
+        BaseCodec(**entry.config)  # the config builds the architecture
+
+
+def test_unpublished_entry_is_unavailable():
+    with pytest.raises(CodecUnavailable, match="no weights are published yet"):
+        zoo.load_pretrained("cgdm-base-quick")
+    with pytest.raises(KeyError, match="available"):
+        zoo.load_pretrained("nope")
+
+
+@pytest.fixture
+def server(small_ckpt, tmp_path):
+    """Serve the checkpoint folder over loopback HTTP; records every request path."""
+    folder = small_ckpt[0].parent
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _entry(url, sha, weights=None):
+    return ZooEntry(name="test-model", arch=ARCH, config={"N": 8, "M": 8, "num_rates": 2, "syntax_dim": 4,
+                                                           "syntax_pool_channels": None},
+                    lambdas=(0.001, 0.002), url=url, sha256=sha, weights_sha256=weights)
+
+
+def test_download_verify_and_cache(small_ckpt, server, tmp_path, monkeypatch):
+    path, h = small_ckpt
+    base, hits = server
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setitem(zoo.ZOO, "test-model", _entry(f"{base}/m.pth", sha, h))
+
+    _, meta = zoo.load_pretrained("test-model", progress=False)
+    assert meta["weights_sha256"] == h and hits == ["/m.pth"]
+    cached = tmp_path / "hub" / "checkpoints" / f"test-model-{sha[:8]}.pth"
+    assert cached.read_bytes() == path.read_bytes()
+    zoo.load_pretrained("test-model", progress=False)
+    assert hits == ["/m.pth"]  # second load from the verified cache
+    assert zoo.find_by_weights_hash(bytes.fromhex(h[:16])).name == "test-model"
+    assert zoo.resolve_model("test-model")[1]["weights_sha256"] == h
+
+    cached.write_bytes(b"damaged")  # a damaged cache file is replaced by a fresh, verified download
+    zoo.load_pretrained("test-model", progress=False)
+    assert len(hits) == 2 and cached.read_bytes() == path.read_bytes()
+
+
+def test_download_with_wrong_sha_is_refused(server, tmp_path, monkeypatch):
+    base, _ = server
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setitem(zoo.ZOO, "test-model", _entry(f"{base}/m.pth", "0" * 64))
+    with pytest.raises(CheckpointError, match="expected 0000"):
+        zoo.load_pretrained("test-model", progress=False)
+    assert list((tmp_path / "hub" / "checkpoints").iterdir()) == []  # nothing unverified is left behind
+
+
+def test_download_failure_is_unavailable(server, tmp_path, monkeypatch):
+    base, _ = server
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setitem(zoo.ZOO, "test-model", _entry(f"{base}/missing.pth", "0" * 64))
+    with pytest.raises(CodecUnavailable, match="download of .* failed"):
+        zoo.load_pretrained("test-model", progress=False)
+
+
+def test_weights_hash_mismatch_with_table(small_ckpt, server, tmp_path, monkeypatch):
+    path, _ = small_ckpt
+    base, _ = server
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setitem(zoo.ZOO, "test-model", _entry(f"{base}/m.pth", sha, "f" * 64))
+    with pytest.raises(CheckpointError, match="differs from the table"):
+        zoo.load_pretrained("test-model", progress=False)
