@@ -1,0 +1,557 @@
+"""Learned baselines from CompressAI: pretrained zoo models and small models trained here.
+
+Two codecs and one trainer:
+
+* :class:`CompressAIZoo` — CompressAI's pretrained models (bmshj2018-hyperprior, mbt2018-mean, mbt2018,
+  cheng2020-anchor, ...). Rate = CompressAI quality level (1..8, cheng2020: 1..6). Weights are downloaded
+  from CompressAI's URLs (or a mirror) into a cache and hash-checked; offline, the codec is unavailable.
+* :class:`CompressAITrained` — the same architectures, small, trained by :func:`train` on the suite's
+  training photos (quick profile). Rate = index 0..K-1 of the checkpoint's K λ in ascending order
+  (0 = lowest rate).
+* :func:`train` — the workflow trainer (``models:`` section of the config, ``trainer:
+  baselines.learned:train``): one model per λ, all stored in one checkpoint file.
+
+Bitstream (every byte is counted in the rate)::
+
+    quality  uint8        which model of the codec (quality level / λ index; the decoder is told
+                          nothing else)
+    height   uint16 BE    image size, to crop the padded reconstruction back
+    width    uint16 BE
+    len(y)   uint32 BE    length of the first entropy-coded string (the latents y)
+    y string, z string    CompressAI's ``compress()`` strings (z = hyper-latents, up to the end)
+
+Images are padded to a multiple of 64 (the total down-sampling of the hyperprior), by edge replication
+(cheaper to code than zeros), and the reconstruction is cropped back.
+
+CLI::
+
+    python -m baselines.learned --architecture mbt2018-mean --images data/train --out model.pt --steps 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import struct
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from baselines.base import Codec, CodecUnavailable
+from baselines.classical import check_rgb8
+
+#: total down-sampling factor of every supported architecture (g_a: 16, h_a: 4)
+PAD_MULTIPLE = 64
+
+#: architecture name (CompressAI zoo naming) -> class name in :mod:`compressai.models`
+ARCHITECTURES = {
+    "bmshj2018-factorized": "FactorizedPrior",
+    "bmshj2018-hyperprior": "ScaleHyperprior",
+    "mbt2018-mean": "MeanScaleHyperprior",
+    "mbt2018": "JointAutoregressiveHierarchicalPriors",
+    "cheng2020-anchor": "Cheng2020Anchor",
+    "cheng2020-attn": "Cheng2020Attention",
+}
+
+#: λ of CompressAI's zoo models, quality 1..8 (MSE), from CompressAI's documentation
+COMPRESSAI_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+
+_HEADER = struct.Struct(">BHHI")
+
+
+def build_model(arch: str, N: int, M: int | None = None) -> torch.nn.Module:
+    """A randomly initialised CompressAI model of one architecture (``cheng2020-*`` take only N)."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    import compressai.models
+
+    cls = getattr(compressai.models, ARCHITECTURES[arch])
+    if arch.startswith("cheng2020") or M is None:
+        return cls(N)
+    return cls(N, M)
+
+
+# -------------------------------------------------------------------------------------------------
+# bitstream
+# -------------------------------------------------------------------------------------------------
+
+
+def pack(quality: int, height: int, width: int, strings: list[bytes]) -> bytes:
+    """Serialise ``[y_string, z_string]`` with the header described in the module docstring."""
+    if len(strings) != 2:
+        raise ValueError(f"expected 2 strings (y, z), got {len(strings)}")
+    if not (0 <= quality <= 255 and 0 < height <= 0xFFFF and 0 < width <= 0xFFFF):
+        raise ValueError(f"quality {quality} / size {width}x{height} do not fit the header")
+    return _HEADER.pack(quality, height, width, len(strings[0])) + strings[0] + strings[1]
+
+
+def unpack(data: bytes) -> tuple[int, int, int, list[bytes]]:
+    """Inverse of :func:`pack`: ``(quality, height, width, [y_string, z_string])``."""
+    if len(data) < _HEADER.size:
+        raise ValueError(f"bitstream of {len(data)} bytes is shorter than its {_HEADER.size}-byte header")
+    quality, height, width, ny = _HEADER.unpack_from(data)
+    body = data[_HEADER.size:]
+    if ny > len(body):
+        raise ValueError(f"corrupt bitstream: y string of {ny} bytes, only {len(body)} bytes follow")
+    return quality, height, width, [body[:ny], body[ny:]]
+
+
+def _to_tensor(image: np.ndarray, device: str) -> torch.Tensor:
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).unsqueeze(0).to(device, torch.float32) / 255.0
+
+
+def _pad(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def _file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class CompressAICodec(Codec):
+    """Encode/decode with a CompressAI model per quality level; subclasses say where models come from."""
+
+    kind: ClassVar[str] = "learned"
+    extension: ClassVar[str] = ".bin"
+
+    def __init__(self, name, models=None, device="cpu", **params):
+        super().__init__(name, models=models, device=device, **params)
+        self._loaded: dict[int, torch.nn.Module] = {}
+
+    def model(self, quality: int) -> torch.nn.Module:
+        """The model of one quality level (loaded once, in eval mode, entropy tables ready)."""
+        raise NotImplementedError
+
+    def _quality(self, rate: Any) -> int:
+        try:
+            q = int(rate)
+        except (TypeError, ValueError):
+            raise ValueError(f"codec {self.name!r}: rate must be an integer quality level, got {rate!r}") from None
+        if q != float(rate) or not 0 <= q <= 255:
+            raise ValueError(f"codec {self.name!r}: rate must be an integer quality level, got {rate!r}")
+        return q
+
+    @torch.no_grad()
+    def encode(self, image: np.ndarray, rate: Any) -> bytes:
+        image = check_rgb8(image)
+        quality = self._quality(rate)
+        net = self.model(quality)
+        h, w = image.shape[:2]
+        out = net.compress(_pad(_to_tensor(image, self.device)))
+        return pack(quality, h, w, [s[0] for s in out["strings"]])
+
+    @torch.no_grad()
+    def decode(self, data: bytes) -> np.ndarray:
+        quality, h, w, strings = unpack(data)
+        net = self.model(quality)
+        hp, wp = h + (-h) % PAD_MULTIPLE, w + (-w) % PAD_MULTIPLE
+        z_shape = (hp // PAD_MULTIPLE, wp // PAD_MULTIPLE)
+        x_hat = net.decompress([[s] for s in strings], z_shape)["x_hat"][0, :, :h, :w]
+        rgb = x_hat.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return np.ascontiguousarray(rgb)
+
+    @property
+    def version(self) -> str:
+        import compressai
+
+        return f"compressai {compressai.__version__}, torch {torch.__version__}"
+
+
+# -------------------------------------------------------------------------------------------------
+# models trained here
+# -------------------------------------------------------------------------------------------------
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :func:`train` (CPU tensors); clear error when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not (isinstance(ckpt, dict) and "state_dict" in ckpt and "meta" in ckpt
+            and isinstance(ckpt["state_dict"], list) and ckpt["meta"].get("arch") in ARCHITECTURES):
+        raise ValueError(f"{path}: not a checkpoint of baselines.learned.train (expected state_dict list + meta)")
+    return ckpt
+
+
+class CompressAITrained(CompressAICodec):
+    """A CompressAI architecture trained by :func:`train`. Rate = λ index 0..K-1 (ascending λ, so 0 is
+    the lowest rate).
+
+    Config entry::
+
+        hyperprior:
+          class: baselines.learned.CompressAITrained
+          rates: [0, 1, 2, 3]
+          models: {net: hyperprior_small}      # a model of the config's models: section
+    """
+
+    def __init__(self, name, models=None, device="cpu", role: str = "net", **params):
+        super().__init__(name, models=models, device=device, **params)
+        if role not in self.models and len(self.models) == 1:
+            role = next(iter(self.models))
+        self.role = role
+
+    @property
+    def checkpoint_path(self) -> Path:
+        if self.role not in self.models:
+            raise CodecUnavailable(f"{self.name}: no trained model given (config entry needs "
+                                   f"`models: {{{self.role}: <model name>}}`)")
+        return Path(self.models[self.role])
+
+    @cached_property
+    def checkpoint(self) -> dict:
+        try:
+            return load_checkpoint(self.checkpoint_path)
+        except FileNotFoundError as exc:
+            raise CodecUnavailable(f"{self.name}: {exc}; train it first (the workflow's train rule, or "
+                                   "python -m baselines.learned --help)") from exc
+
+    def check_available(self) -> None:
+        self.checkpoint  # noqa: B018 (loads and validates)
+
+    @cached_property
+    def weights(self) -> str:
+        steps = self.checkpoint["meta"]["steps"]
+        return f"trained-here:{steps}:{_file_sha256(self.checkpoint_path)[:12]}"
+
+    @property
+    def version(self) -> str:
+        meta = self.checkpoint["meta"]
+        size = f"N={meta['N']}" + (f" M={meta['M']}" if meta.get("M") else "")
+        return f"{meta['arch']} {size}, {super().version}"
+
+    def model(self, quality: int) -> torch.nn.Module:
+        if quality not in self._loaded:
+            ckpt = self.checkpoint
+            states, meta = ckpt["state_dict"], ckpt["meta"]
+            if not 0 <= quality < len(states):
+                raise ValueError(f"codec {self.name!r}: rate {quality} not in 0..{len(states) - 1} "
+                                 f"(the checkpoint has {len(states)} λ: {meta.get('lambdas')})")
+            net = build_model(meta["arch"], meta["N"], meta.get("M"))
+            net.load_state_dict(states[quality])
+            self._loaded[quality] = net.to(self.device).eval()
+        return self._loaded[quality]
+
+
+# -------------------------------------------------------------------------------------------------
+# pretrained zoo models
+# -------------------------------------------------------------------------------------------------
+
+
+class CompressAIZoo(CompressAICodec):
+    """A pretrained CompressAI zoo model. Rate = CompressAI quality level.
+
+    params: ``arch`` (``bmshj2018-hyperprior``, ``mbt2018-mean``, ``mbt2018``, ``cheng2020-anchor``, ...),
+    ``metric`` ``"mse"`` (default) | ``"ms-ssim"``, ``qualities`` (levels to fetch in
+    :meth:`check_available`; default all), ``cache_dir`` (default ``$TORCH_HOME/hub/checkpoints``, the
+    cache CompressAI itself uses), ``base_url`` (a mirror holding the same file names; default
+    CompressAI's bucket), ``sha256`` ({quality: full sha256} to pin files beyond the check below).
+
+    Integrity: every CompressAI weight file name ends in ``-<first 8 hex digits of its sha256>``
+    (the torch.hub convention); a downloaded file whose sha256 does not start with them (or, when
+    ``sha256`` pins the full digest of that quality, differs from it) is deleted and reported.
+    ``weights`` is ``pretrained:<sha256>`` of the files used.
+    """
+
+    def __init__(self, name, models=None, device="cpu", arch: str = "bmshj2018-hyperprior", metric: str = "mse",
+                 qualities: list[int] | None = None, cache_dir: str | None = None, base_url: str | None = None,
+                 sha256: dict | None = None, timeout: float = 60.0, **params):
+        super().__init__(name, models=models, device=device, **params)
+        from compressai.zoo import image as zoo
+
+        if arch not in zoo.model_urls:
+            raise ValueError(f"codec {name!r}: no pretrained CompressAI weights for arch {arch!r}; "
+                             f"choose one of {sorted(zoo.model_urls)}")
+        if metric not in zoo.model_urls[arch]:
+            raise ValueError(f"codec {name!r}: {arch} has metrics {sorted(zoo.model_urls[arch])}, not {metric!r}")
+        self.arch, self.metric = arch, metric
+        self.urls: dict[int, str] = dict(zoo.model_urls[arch][metric])
+        if base_url:
+            self.urls = {q: base_url.rstrip("/") + "/" + u.rsplit("/", 1)[1] for q, u in self.urls.items()}
+        self.qualities = [int(q) for q in (qualities or sorted(self.urls))]
+        unknown = [q for q in self.qualities if q not in self.urls]
+        if unknown:
+            raise ValueError(f"codec {name!r}: {arch} ({metric}) has qualities {sorted(self.urls)}, not {unknown}")
+        self.cache_dir = Path(cache_dir) if cache_dir else Path(torch.hub.get_dir()) / "checkpoints"
+        self.sha256 = {int(k): str(v).lower() for k, v in (sha256 or {}).items()}
+        self.timeout = float(timeout)
+        self._verified: dict[int, str] = {}
+
+    def _expected(self, quality: int) -> tuple[str, str | None]:
+        """(hash prefix from the file name, pinned full sha256 or None)."""
+        stem = self.urls[quality].rsplit("/", 1)[1].split(".")[0]
+        return stem.rsplit("-", 1)[1].lower(), self.sha256.get(quality)
+
+    def _verify(self, path: Path, quality: int) -> str:
+        digest = _file_sha256(path)
+        prefix, full = self._expected(quality)
+        # a pinned full sha256 supersedes the 8-digit prefix of the file name (e.g. for a mirror that
+        # serves re-exported files under CompressAI's names)
+        if (digest != full) if full else (not digest.startswith(prefix)):
+            want = full or f"{prefix}..."
+            raise CodecUnavailable(f"{self.name}: checksum mismatch for {self.urls[quality]}: sha256 {digest}, "
+                                   f"expected {want}; the file was deleted, download again or place the "
+                                   f"right file at {path}")
+        return digest
+
+    def fetch(self, quality: int) -> Path:
+        """Path of the verified weight file of one quality, downloading it when not cached."""
+        url = self.urls[quality]
+        path = self.cache_dir / url.rsplit("/", 1)[1]
+        if quality in self._verified and path.is_file():
+            return path
+        if not path.is_file():
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{path.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=self.timeout) as resp:
+                    total = int(resp.headers.get("Content-Length") or 0) or None
+                    from tqdm.auto import tqdm
+
+                    with tqdm(total=total, unit="B", unit_scale=True, desc=path.name, disable=False) as bar:
+                        for block in iter(lambda: resp.read(1 << 20), b""):
+                            f.write(block)
+                            bar.update(len(block))
+                os.replace(tmp, path)
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise CodecUnavailable(f"{self.name}: cannot download pretrained weights {url} ({exc}); "
+                                       f"offline? place the file at {path} or set params.base_url to a "
+                                       "mirror") from exc
+        try:
+            self._verified[quality] = self._verify(path, quality)
+        except CodecUnavailable:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def check_available(self) -> None:
+        for q in self.qualities:
+            self.fetch(q)
+
+    def model(self, quality: int) -> torch.nn.Module:
+        if quality not in self._loaded:
+            if quality not in self.urls:
+                raise ValueError(f"codec {self.name!r}: quality {quality} not in {sorted(self.urls)}")
+            import compressai.models
+            from compressai.zoo.pretrained import load_pretrained
+
+            state = torch.load(self.fetch(quality), map_location="cpu", weights_only=True)
+            cls = getattr(compressai.models, ARCHITECTURES[self.arch])
+            net = cls.from_state_dict(load_pretrained(state))
+            net.update(force=True)  # entropy tables are not stored in CompressAI's files
+            self._loaded[quality] = net.to(self.device).eval()
+        return self._loaded[quality]
+
+    @property
+    def weights(self) -> str:
+        """``pretrained:<sha256>`` of the weight file used (one quality verified), else
+        ``pretrained:q1=<sha12>,q2=<sha12>,...`` for the files verified so far."""
+        if not self._verified:
+            return f"pretrained:compressai-{self.arch}-{self.metric}"
+        if len(self._verified) == 1:
+            return "pretrained:" + next(iter(self._verified.values()))
+        return "pretrained:" + ",".join(f"q{q}={self._verified[q][:12]}" for q in sorted(self._verified))
+
+    @property
+    def version(self) -> str:
+        return f"{self.arch} ({self.metric}), {super().version}"
+
+
+# -------------------------------------------------------------------------------------------------
+# training
+# -------------------------------------------------------------------------------------------------
+
+#: defaults of the trainer's ``params`` (the config's ``models: {name: {params: ...}}``)
+TRAIN_DEFAULTS = {
+    "architecture": "mbt2018-mean",
+    "N": 64,
+    "M": 96,
+    "lambdas": [0.0018, 0.0035, 0.0067, 0.0130],
+    "steps": 500,          # optimisation steps per λ
+    "batch_size": 8,
+    "patch_size": 128,     # random square crops
+    "lr": 1e-3,            # higher than CompressAI's 1e-4: a few hundred steps, not a million
+    "aux_lr": 1e-3,
+    "clip_max_norm": 1.0,
+    "warm_start": True,    # each λ starts from the previous λ's weights: far better in few steps
+    "seed": 0,
+    "threads": None,       # torch intra-op threads (None: leave torch's setting)
+}
+
+
+class _CropSampler:
+    """Random seeded crops (+ horizontal flips) of in-memory images, batched as float tensors."""
+
+    def __init__(self, images: list[np.ndarray], crop: int, generator: torch.Generator):
+        small = [i for i, im in enumerate(images) if min(im.shape[:2]) < crop]
+        if small:
+            raise ValueError(f"training images {small} are smaller than the {crop}px crop; lower params.patch_size")
+        self.images = [torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images]
+        self.crop, self.g = crop, generator
+
+    def batch(self, n: int) -> torch.Tensor:
+        out = torch.empty(n, 3, self.crop, self.crop, dtype=torch.uint8)
+        for b in range(n):
+            im = self.images[int(torch.randint(len(self.images), (1,), generator=self.g))]
+            y = int(torch.randint(im.shape[1] - self.crop + 1, (1,), generator=self.g))
+            x = int(torch.randint(im.shape[2] - self.crop + 1, (1,), generator=self.g))
+            patch = im[:, y:y + self.crop, x:x + self.crop]
+            if torch.rand((), generator=self.g) < 0.5:
+                patch = patch.flip(-1)
+            out[b] = patch
+        return out.float().div_(255.0)
+
+
+def _optimizers(net: torch.nn.Module, lr: float, aux_lr: float):
+    """Main parameters and the entropy bottleneck quantiles get separate optimisers (CompressAI recipe)."""
+    main = [p for n, p in net.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
+    aux = [p for n, p in net.named_parameters() if n.endswith(".quantiles") and p.requires_grad]
+    return torch.optim.Adam(main, lr=lr), torch.optim.Adam(aux, lr=aux_lr)
+
+
+def train(params: dict, train_images: list[Path], out: Path, requires: dict[str, Path] | None = None,
+          device: str = "cpu") -> dict:
+    """Train one small CompressAI model per λ and write them all to one checkpoint at ``out``.
+
+    ``params`` override :data:`TRAIN_DEFAULTS`. Loss per λ: ``λ·255²·MSE + bpp`` (CompressAI's
+    :class:`~compressai.losses.RateDistortionLoss`) plus the entropy bottleneck's auxiliary loss on its
+    own optimiser. Before saving, ``update(force=True)`` builds the CDF tables the range coder needs.
+    Written atomically; returns the checkpoint's ``meta``.
+    """
+    from compressai.losses import RateDistortionLoss
+    from tqdm.auto import tqdm
+
+    from cgdm.imageio import load_image
+
+    unknown = set(params) - set(TRAIN_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown trainer params {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}")
+    p = {**TRAIN_DEFAULTS, **params}
+    lambdas = sorted(float(x) for x in p["lambdas"])
+    if not lambdas:
+        raise ValueError("params.lambdas is empty")
+    if not train_images:
+        raise ValueError("no training images")
+    if p["threads"]:
+        torch.set_num_threads(int(p["threads"]))
+    out = Path(out)
+
+    gen = torch.Generator().manual_seed(int(p["seed"]))
+    torch.manual_seed(int(p["seed"]))  # network initialisation
+    sampler = _CropSampler([load_image(f) for f in train_images], int(p["patch_size"]), gen)
+    net = build_model(p["architecture"], int(p["N"]), int(p["M"])).to(device)
+    init_state = {k: v.clone() for k, v in net.state_dict().items()}
+
+    states, stats = [], []
+    t0 = time.perf_counter()
+    steps = int(p["steps"])
+    for i, lmbda in enumerate(lambdas):
+        if not p["warm_start"]:
+            net.load_state_dict(init_state)
+        net.train()
+        criterion = RateDistortionLoss(lmbda=lmbda)
+        opt, aux_opt = _optimizers(net, float(p["lr"]), float(p["aux_lr"]))
+        # mininterval: the bar also goes to workflow log files, one update a second is plenty there
+        bar = tqdm(range(steps), desc=f"{p['architecture']} λ={lmbda:g} ({i + 1}/{len(lambdas)})",
+                   disable=False, mininterval=1.0)
+        for step in bar:
+            x = sampler.batch(int(p["batch_size"])).to(device)
+            opt.zero_grad(set_to_none=True)
+            aux_opt.zero_grad(set_to_none=True)
+            loss = criterion(net(x), x)
+            if not math.isfinite(loss["loss"].item()) or loss["loss"].item() > 1e6:
+                raise RuntimeError(f"training diverged at λ={lmbda:g} step {step} (loss {loss['loss'].item():.3g}); "
+                                   f"lower params.lr (now {p['lr']:g})")
+            loss["loss"].backward()
+            if p["clip_max_norm"]:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), float(p["clip_max_norm"]))
+            opt.step()
+            aux = net.aux_loss()
+            aux.backward()
+            aux_opt.step()
+            bar.set_postfix(loss=f"{loss['loss'].item():.3f}", bpp=f"{loss['bpp_loss'].item():.3f}",
+                            psnr=f"{-10 * math.log10(max(loss['mse_loss'].item(), 1e-10)):.2f}")
+        net.update(force=True)
+        states.append({k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
+        stats.append({"lambda": lmbda, "loss": loss["loss"].item(), "bpp": loss["bpp_loss"].item(),
+                      "mse": loss["mse_loss"].item(), "aux": aux.item()})
+
+    elapsed = time.perf_counter() - t0
+    import compressai
+
+    meta = {
+        "arch": p["architecture"], "N": int(p["N"]), "M": int(p["M"]), "lambdas": lambdas,
+        "steps": steps, "total_steps": steps * len(lambdas),
+        "batch_size": int(p["batch_size"]), "patch_size": int(p["patch_size"]), "lr": float(p["lr"]),
+        "warm_start": bool(p["warm_start"]), "seed": int(p["seed"]),
+        "train_images": sorted(Path(f).name for f in train_images),
+        "final": stats, "seconds": elapsed, "ms_per_step": 1000 * elapsed / (steps * len(lambdas) or 1),
+        "device": str(device), "compressai": str(compressai.__version__), "torch": str(torch.__version__),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        torch.save({"state_dict": states, "meta": meta}, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return meta
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train a small CompressAI model from the command line (the workflow calls :func:`train`)."""
+    from cgdm.imageio import list_images
+
+    ap = argparse.ArgumentParser(prog="python -m baselines.learned", description=main.__doc__)
+    ap.add_argument("--architecture", default=TRAIN_DEFAULTS["architecture"], choices=sorted(ARCHITECTURES))
+    ap.add_argument("--images", required=True, help="folder of training images")
+    ap.add_argument("--out", required=True, help="checkpoint file to write")
+    ap.add_argument("-N", type=int, default=TRAIN_DEFAULTS["N"])
+    ap.add_argument("-M", type=int, default=TRAIN_DEFAULTS["M"])
+    ap.add_argument("--lambdas", type=float, nargs="+", default=TRAIN_DEFAULTS["lambdas"])
+    ap.add_argument("--steps", type=int, default=TRAIN_DEFAULTS["steps"], help="steps per λ")
+    ap.add_argument("--batch-size", type=int, default=TRAIN_DEFAULTS["batch_size"])
+    ap.add_argument("--patch-size", type=int, default=TRAIN_DEFAULTS["patch_size"])
+    ap.add_argument("--lr", type=float, default=TRAIN_DEFAULTS["lr"])
+    ap.add_argument("--seed", type=int, default=TRAIN_DEFAULTS["seed"])
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    images = list_images(args.images)
+    if not images:
+        ap.error(f"no images in {args.images}")
+    meta = train({"architecture": args.architecture, "N": args.N, "M": args.M, "lambdas": args.lambdas,
+                  "steps": args.steps, "batch_size": args.batch_size, "patch_size": args.patch_size,
+                  "lr": args.lr, "seed": args.seed,
+                  "threads": args.threads}, images, Path(args.out), {}, args.device)
+    print(f"wrote {args.out}: {meta['arch']} λ={meta['lambdas']} {meta['steps']} steps/λ, "
+          f"{meta['ms_per_step']:.0f} ms/step")
+    for s in meta["final"]:
+        print(f"  λ={s['lambda']:g}: bpp {s['bpp']:.3f}, PSNR {-10 * math.log10(s['mse']):.2f} dB (last batch)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
