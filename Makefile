@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-CORES ?= 8
+CORES ?= $(shell nproc)
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup reproduce ablations paper_tables report test test-slow test-workflow lint ci clean-results

@@ -28,4 +28,4 @@ rule encode:
         "cgdm encode --dataset {wildcards.dataset} --images-dir {params.images} --codec {wildcards.codec}"
         " --entry {params.entry:q} --rate {wildcards.rate} {params.models} --out-dir {params.out_dir}"
         " --out-csv {output.csv} --device {params.device} --config-hash {params.config_hash}"
-        " --limit {params.limit} > {log} 2>&1"
+        " --limit {params.limit} --threads {threads} > {log} 2>&1"
