@@ -41,7 +41,7 @@ rule aggregate_ablations:
         "python -m cgdm.evaluation.aggregate --out {output} {input} > {log} 2>&1"
 
 
-rule report:
+rule rd_report:
     input:
         results="results/results.csv",
         ablations="results/ablations.csv" if ABLATIONS else [],
@@ -52,7 +52,9 @@ rule report:
         runtime="results/tables/runtime_table.md",
     params:
         anchor=config.get("report", {}).get("anchor", ""),
-        labels=json.dumps({c: e["label"] for c, e in ALL_CODECS.items() if e.get("label")}),
+        labels=json.dumps(
+            {c: e["label"] for c, e in {**ALL_CODECS, **PUBLISHED}.items() if e.get("label")}
+        ),
     conda:
         CONDA_ENV
     log:
@@ -78,3 +80,24 @@ rule ablation_report:
     shell:
         "python -m cgdm.evaluation.report --ablations {input} --pdf {output.pdf} --tables results/tables"
         " --full {params.full} --variants {params.variants} > {log} 2>&1"
+
+
+# Committed snapshot of the quick profile's outcome, shown in README.md (results/reference/ is tracked).
+rule reference_snapshot:
+    input:
+        "results/rd_curves.pdf",
+        "results/tables/rd_table.md",
+        "results/tables/bd_rate_table.md",
+        "results/tables/runtime_table.md",
+        "results/tables/ablation_table.md" if ABLATIONS else [],
+    output:
+        "results/reference/rd_curves.pdf",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/report/reference_snapshot.log",
+    shell:
+        "(mkdir -p results/reference/tables && cp results/rd_curves*.png results/reference/"
+        " && cp results/tables/*.md results/tables/*.tex results/reference/tables/"
+        " && cp results/ablations*.png results/reference/ 2>/dev/null || true"
+        " && cp results/rd_curves.pdf {output}) > {log} 2>&1"
