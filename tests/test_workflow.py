@@ -28,8 +28,15 @@ def snakemake(*args, cwd=REPO):
     ],
     ids=["default", "ablations", "paper_tables", "paper-slurm", "paper-ablations"],
 )
+def _order(args):
+    """Targets first: --configfile takes several values and would swallow a target after it."""
+    targets = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or not args[i - 1].startswith("-"))]
+    options = [a for a in args if a not in targets]
+    return ["-n", *targets, *options, "--quiet", "rules"]
+
+
 def test_targets_resolve(args):
-    res = snakemake("-n", *args, "--quiet", "rules")
+    res = snakemake(*_order(args))
     assert res.returncode == 0, res.output[-3000:]
 
 

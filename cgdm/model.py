@@ -1,0 +1,666 @@
+"""CGDM = base codec (:mod:`cgdm.codec`) + diffusion decoder, with the ablation switches.
+
+Three objects, one concept each:
+
+* :class:`CGDMDecoder` (``nn.Module``): the learned post-processor: consistency branch
+  (:mod:`cgdm.consistency`), conditional U-Net (:mod:`cgdm.diffusion.unet`) and SFF
+  (:mod:`cgdm.fusion`). Trained by :mod:`cgdm.train_diffusion`; saved alone.
+* :class:`CGDM` (``nn.Module``): a frozen :class:`~cgdm.codec.BaseCodec` plus a :class:`CGDMDecoder`
+  plus the weight-free sampler settings. ``compress(image, rate_idx) -> bytes`` and
+  ``decompress(bytes) -> image`` use the ``.cgdm`` container (:mod:`cgdm.bitstream`).
+* :class:`CGDMCodec`: the suite's :class:`baselines.base.Codec` wrapper used by the workflow.
+
+Ablation switches and where they act:
+
+==================  ==========================================================  ======================
+switch              effect                                                      where recorded
+==================  ==========================================================  ======================
+``no_consistency``  no consistency branch: no consistency features, no          decoder checkpoint
+                    consistency loss, no sampling guidance, no fusion            + ``NO_CONSISTENCY``
+``no_sff``          fixed fusion (gate 0.5), the syntax vector is unused         decoder checkpoint
+                                                                                 + ``NO_SFF``
+``no_boundary``     independent non-overlapping patches, independent noise      ``NO_BOUNDARY`` (decode
+                                                                                 option, same weights)
+==================  ==========================================================  ======================
+
+Decoding settings (steps, t0, seed, tile, overlap, guidance) are stored in the file's ``decoder``
+section (:class:`SamplingOptions`, 15 bytes), so a file decodes the same way wherever it is decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from baselines.base import Codec, CodecUnavailable
+from cgdm import bitstream as bs
+from cgdm.boundary import Tiling, sample_global, sample_independent
+from cgdm.consistency import ConsistencyBranch, ConsistencyGuidance
+from cgdm.diffusion.scheduler import DDIMSampler, NoiseSchedule
+from cgdm.diffusion.unet import ConditionalUNet
+from cgdm.fusion import SyntaxFeatureFusion
+
+__all__ = [
+    "CGDM",
+    "DECODER_ARCH",
+    "VARIANTS",
+    "CGDMCodec",
+    "CGDMDecoder",
+    "DecoderConfig",
+    "SamplingOptions",
+    "Variant",
+    "load_base",
+    "load_decoder",
+    "state_dict_sha256",
+]
+
+DECODER_ARCH = "cgdm-decoder"
+MODEL_ID = "cgdm"
+
+
+# ---------------------------------------------------------------------------------------------------
+# variants
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """Which CGDM components are on. ``consistency`` and ``sff`` change the trained decoder;
+    ``boundary`` only changes decoding."""
+
+    consistency: bool = True
+    sff: bool = True
+    boundary: bool = True
+
+    @classmethod
+    def from_name(cls, name: str) -> Variant:
+        """``full``, ``no_consistency``, ``no_sff``, ``no_boundary`` or a ``+``-joined combination."""
+        v = cls()
+        for part in str(name).split("+"):
+            part = part.strip()
+            if part == "full":
+                continue
+            key = part.removeprefix("no_")
+            if not part.startswith("no_") or key not in ("consistency", "sff", "boundary"):
+                raise ValueError(f"unknown CGDM variant {name!r}; use one of {sorted(VARIANTS)} (or join with '+')")
+            v = replace(v, **{key: False})
+        return v
+
+    @property
+    def name(self) -> str:
+        off = [f"no_{k}" for k in ("consistency", "sff", "boundary") if not getattr(self, k)]
+        return "+".join(off) or "full"
+
+    @property
+    def flags(self) -> int:
+        return ((0 if self.consistency else bs.NO_CONSISTENCY) | (0 if self.sff else bs.NO_SFF)
+                | (0 if self.boundary else bs.NO_BOUNDARY))
+
+    @classmethod
+    def from_flags(cls, flags: int) -> Variant:
+        return cls(consistency=not flags & bs.NO_CONSISTENCY, sff=not flags & bs.NO_SFF,
+                   boundary=not flags & bs.NO_BOUNDARY)
+
+
+VARIANTS = {name: Variant.from_name(name) for name in ("full", "no_consistency", "no_sff", "no_boundary")}
+
+
+# ---------------------------------------------------------------------------------------------------
+# the learned decoder
+# ---------------------------------------------------------------------------------------------------
+@dataclass
+class DecoderConfig:
+    """Architecture of :class:`CGDMDecoder` (stored in its checkpoint). Defaults: quick profile."""
+
+    num_rates: int
+    feature_channels: int               # channels N of the base decoder features
+    syntax_dim: int = 16
+    feature_stride: int = 2             # base features are at H / feature_stride
+    channels: tuple[int, ...] = (32, 64, 96)
+    unshuffle: int = 4
+    emb_dim: int = 128
+    consistency_channels: int = 32
+    consistency_hidden: int = 64
+    consistency_blocks: int = 2
+    consistency: bool = True
+    sff: bool = True
+    schedule: str = "linear"
+    num_train_timesteps: int = 1000
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DecoderConfig:
+        d = dict(d)
+        if "channels" in d:
+            d["channels"] = tuple(d["channels"])
+        return cls(**d)
+
+    @property
+    def variant(self) -> Variant:
+        return Variant(consistency=self.consistency, sff=self.sff)
+
+
+class CGDMDecoder(nn.Module):
+    """Consistency branch + conditional U-Net with SFF. Works in the diffusion range [-1, 1].
+
+    With ``consistency=False`` there is no branch: the U-Net sees only the base reconstruction, rate and
+    timestep, and there is nothing to fuse. With ``sff=False`` the fusion is the fixed average.
+    """
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        if c.consistency:
+            self.consistency = ConsistencyBranch(c.feature_channels, c.consistency_channels, c.unshuffle,
+                                                 c.feature_stride, c.consistency_hidden, c.consistency_blocks)
+            fusion = SyntaxFeatureFusion(c.channels[0], c.consistency_channels, c.syntax_dim, syntax_driven=c.sff)
+        else:
+            self.consistency = None
+            fusion = None
+        self.unet = ConditionalUNet(c.num_rates, c.consistency_channels if c.consistency else 0, c.channels,
+                                    c.unshuffle, c.emb_dim, fusion)
+        self.schedule = NoiseSchedule(c.num_train_timesteps, c.schedule)
+
+    @property
+    def multiple(self) -> int:
+        """Image sides are padded to a multiple of this before denoising."""
+        return self.unet.multiple
+
+    def condition(self, base_features: Tensor, x_base: Tensor, strip: int | None = None
+                  ) -> tuple[Tensor | None, Tensor | None]:
+        """``(consistency features, x_c)`` or ``(None, None)`` without the branch. ``strip``: evaluate in
+        horizontal strips of that many rows (decoding of large images; same result up to rounding)."""
+        if self.consistency is None:
+            return None, None
+        if strip:
+            return self.consistency.forward_strips(base_features, x_base, strip)
+        return self.consistency(base_features, x_base)
+
+    def forward(self, x_t: Tensor, t: Tensor | int, x_base: Tensor, rate_idx: Tensor | int,
+                features: Tensor | None, syntax: Tensor | None) -> Tensor:
+        """Predict ``x0`` from ``x_t`` (all at the same resolution, a multiple of :attr:`multiple`)."""
+        b = x_t.shape[0]
+        t = torch.as_tensor(t, device=x_t.device).long()
+        t = t.expand(b) if t.dim() == 0 else t
+        r = torch.as_tensor(rate_idx, device=x_t.device).long()
+        r = r.expand(b) if r.dim() == 0 else r
+        if not self.config.sff:
+            syntax = None  # no_sff: the syntax must not influence the output
+        return self.unet(x_t, t, x_base, r, features, syntax)
+
+
+def pad_to(x: Tensor, height: int, width: int) -> Tensor:
+    """Replicate-pad (B, C, h, w) on the right/bottom to (height, width)."""
+    ph, pw = height - x.shape[-2], width - x.shape[-1]
+    if ph < 0 or pw < 0:
+        raise ValueError(f"cannot pad {tuple(x.shape[-2:])} to the smaller {(height, width)}")
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+# ---------------------------------------------------------------------------------------------------
+# sampling options (the file's decoder section)
+# ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How a file is decoded; written into its ``decoder`` section.
+
+    Args:
+        steps: DDIM steps (denoiser evaluations), 1..255.
+        t0: start timestep (< num_train_timesteps).
+        seed: decode seed (uint32): all sampling noise comes from a generator seeded with it.
+        tile: patch size in pixels (multiple of the decoder's padding multiple, 16 by default).
+        overlap: patch overlap in pixels (globally uniform mode).
+        guidance: consistency-guidance strength in [0, 1] (stored in 1/255 units).
+        bound: allowed low-frequency deviation from the consistency reconstruction (stored in 1e-4 units).
+    """
+
+    steps: int = 4
+    t0: int = 250
+    seed: int = 0
+    tile: int = 512
+    overlap: int = 64
+    guidance: float = 1.0
+    bound: float = 0.02
+
+    _STRUCT = struct.Struct(">BBHIHHBH")  # version, steps, t0, seed, tile, overlap, guidance, bound
+    VERSION = 1
+
+    def __post_init__(self):
+        if not 1 <= self.steps <= 255:
+            raise ValueError(f"steps must be in 1..255, got {self.steps}")
+        if not 0 <= self.t0 <= 0xFFFF or self.t0 < self.steps - 1:
+            raise ValueError(f"t0 must be >= steps - 1 and fit 16 bits, got t0={self.t0}, steps={self.steps}")
+        if not 0 <= self.seed <= 0xFFFFFFFF:
+            raise ValueError(f"seed must be a 32-bit unsigned integer, got {self.seed}")
+        if not 1 <= self.tile <= 0xFFFF or not 0 <= self.overlap < self.tile:
+            raise ValueError(f"need 0 <= overlap < tile <= 65535, got tile={self.tile}, overlap={self.overlap}")
+        if not 0.0 <= self.guidance <= 1.0:
+            raise ValueError(f"guidance must be in [0, 1], got {self.guidance}")
+        if not 0.0 <= self.bound <= 6.5535:
+            raise ValueError(f"bound must be in [0, 6.5535], got {self.bound}")
+
+    def quantized(self) -> SamplingOptions:
+        """The options as they come back from a file (guidance and bound rounded to their units)."""
+        return SamplingOptions.unpack(self.pack())
+
+    def pack(self) -> bytes:
+        return self._STRUCT.pack(self.VERSION, self.steps, self.t0, self.seed, self.tile, self.overlap,
+                                 round(self.guidance * 255), round(self.bound * 1e4))
+
+    @classmethod
+    def unpack(cls, data: bytes) -> SamplingOptions:
+        if len(data) != cls._STRUCT.size:
+            raise bs.CorruptedFile(f"decoder section has {len(data)} bytes, expected {cls._STRUCT.size}")
+        version, steps, t0, seed, tile, overlap, g, b = cls._STRUCT.unpack(data)
+        if version != cls.VERSION:
+            raise bs.UnsupportedVersion(f"decoder section version {version} is unknown to this build "
+                                        f"(reads {cls.VERSION}); upgrade cgdm-suite")
+        try:
+            return cls(steps, t0, seed, tile, overlap, g / 255, b / 1e4)
+        except ValueError as exc:
+            raise bs.CorruptedFile(f"invalid decoder settings in file: {exc}") from exc
+
+
+# ---------------------------------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------------------------------
+def state_dict_sha256(module: nn.Module) -> str:
+    """Weights hash of a module (:func:`cgdm.zoo.weights_sha256` of its state dict)."""
+    from cgdm.zoo import weights_sha256
+
+    return weights_sha256(module.state_dict())
+
+
+def load_base(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """Base codec checkpoint (or zoo name) -> ``(BaseCodec, meta)``, hash-verified (:mod:`cgdm.zoo`)."""
+    from cgdm.zoo import resolve_model
+
+    return resolve_model(path, device)
+
+
+def base_lambdas(meta: dict) -> list[float] | None:
+    """Training lambda per rate index recorded in a base checkpoint's meta, if any."""
+    for d in (meta, meta.get("params") or {}, meta.get("train") or {}):
+        if isinstance(d, dict) and d.get("lambdas"):
+            return [float(v) for v in d["lambdas"]]
+    return None
+
+
+def load_decoder(path: str | Path, device: str = "cpu") -> tuple[CGDMDecoder, dict]:
+    """Decoder checkpoint written by :mod:`cgdm.train_diffusion` -> ``(CGDMDecoder, meta)``, hash-verified."""
+    from cgdm.zoo import CheckpointError, load_checkpoint
+
+    ckpt = load_checkpoint(path, arch=DECODER_ARCH)
+    meta = ckpt["meta"]
+    decoder = CGDMDecoder(DecoderConfig.from_dict(meta["config"]))
+    try:
+        decoder.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit {DECODER_ARCH} with {meta['config']}: {exc}") from exc
+    return decoder.to(device).eval(), meta
+
+
+# ---------------------------------------------------------------------------------------------------
+# the codec
+# ---------------------------------------------------------------------------------------------------
+class CGDM(nn.Module):
+    """Base codec + diffusion decoder.
+
+    Args:
+        base: a :class:`~cgdm.codec.BaseCodec` (CDFs updated; frozen here).
+        decoder: a :class:`CGDMDecoder` built for ``base`` (same ``num_rates``, feature channels, syntax size).
+        options: default :class:`SamplingOptions` for files written by :meth:`compress`.
+        boundary: False = the ``no_boundary`` ablation for files written by :meth:`compress`.
+        batch: patches per network call when tiling (memory vs speed; does not change the output).
+        lambdas: the base codec's training lambda per rate index (the default trade-off of online mode).
+    """
+
+    def __init__(self, base: nn.Module, decoder: CGDMDecoder, options: SamplingOptions | None = None,
+                 boundary: bool = True, batch: int = 4, lambdas: list[float] | None = None):
+        super().__init__()
+        c = decoder.config
+        if (c.num_rates, c.feature_channels, c.syntax_dim) != (base.num_rates, base.N, base.syntax_dim):
+            raise ValueError(
+                f"decoder was built for a base codec with num_rates={c.num_rates}, N={c.feature_channels}, "
+                f"syntax_dim={c.syntax_dim}; this base has {base.num_rates}, {base.N}, {base.syntax_dim}: "
+                "train the decoder on this base checkpoint")
+        self.base = base.eval().requires_grad_(False)
+        self.decoder = decoder.eval().requires_grad_(False)
+        self.options = options or SamplingOptions()
+        self.boundary = boundary
+        self.batch = batch
+        self.lambdas = list(lambdas) if lambdas else None
+        self._check_tile(self.options)
+        self.weights_hash = hashlib.sha256(
+            bytes.fromhex(state_dict_sha256(base)) + bytes.fromhex(state_dict_sha256(decoder))).digest()[:8]
+
+    @classmethod
+    def from_checkpoints(cls, base: str | Path, decoder: str | Path, device: str = "cpu", **kwargs) -> CGDM:
+        """Load a base checkpoint (:mod:`cgdm.train`) and a decoder checkpoint (:mod:`cgdm.train_diffusion`)."""
+        dec, _ = load_decoder(decoder, device)
+        base_model, base_meta = load_base(base, device)
+        kwargs.setdefault("lambdas", base_lambdas(base_meta))
+        return cls(base_model, dec, **kwargs).to(device)
+
+    @property
+    def variant(self) -> Variant:
+        return replace(self.decoder.config.variant, boundary=self.boundary)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    def _check_tile(self, options: SamplingOptions) -> None:
+        m = self.decoder.multiple
+        if options.tile % m or options.overlap % m:
+            raise ValueError(f"tile ({options.tile}) and overlap ({options.overlap}) must be multiples of {m}")
+
+    # -- the decoder path ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def postprocess(self, x_hat: Tensor, features: Tensor, syntax: Tensor, rate_idx: int,
+                    options: SamplingOptions | None = None, boundary: bool | None = None,
+                    progress: bool = False) -> Tensor:
+        """Diffusion post-processing of one decoded image: ``x_hat`` (1, 3, H, W) in [0, 1] -> [0, 1]."""
+        options = options or self.options
+        boundary = self.boundary if boundary is None else boundary
+        self._check_tile(options)
+        dec = self.decoder
+        H, W = x_hat.shape[-2:]
+        m = dec.multiple
+        Hp, Wp = -(-H // m) * m, -(-W // m) * m
+        s = dec.config.feature_stride
+        xb = pad_to(x_hat.clamp(0, 1) * 2 - 1, Hp, Wp)
+        feat, x_c = dec.condition(pad_to(features, Hp // s, Wp // s), xb, strip=options.tile)
+        # the base features (N channels at half resolution: ~0.5 GB at 3840x2160) are not needed for
+        # sampling; drop this reference so callers that hand them over (decompress) free them now
+        del features, x_hat
+        r = dec.config.unshuffle
+        rate = torch.tensor([rate_idx], device=xb.device)
+
+        def predict(x_t: Tensor, t: int, boxes: list) -> Tensor:
+            n = x_t.shape[0]
+            base = torch.cat([xb[..., tp:tp + h, lf:lf + w] for tp, lf, h, w in boxes])
+            f = None if feat is None else torch.cat(
+                [feat[..., tp // r:(tp + h) // r, lf // r:(lf + w) // r] for tp, lf, h, w in boxes])
+            return dec(x_t, t, base, rate.expand(n), f, syntax.expand(n, -1))
+
+        guide = None
+        if x_c is not None and options.guidance > 0:
+            # block size 2 x unshuffle (8 px for the quick model): coarse enough that the texture the
+            # diffusion model adds is left alone; the training deviation loss uses the same blocks
+            guide = ConsistencyGuidance(x_c, options.guidance, options.bound, factor=2 * r)
+        sampler = DDIMSampler(dec.schedule, options.steps, options.t0)
+        gen = torch.Generator(device=xb.device).manual_seed(options.seed)
+        if boundary:
+            tiling = Tiling(options.tile, options.overlap, self.batch, align=m)
+            out = sample_global(sampler, xb, predict, gen, tiling, guide, progress)
+        else:
+            out = sample_independent(sampler, xb, predict, gen, options.tile, guide, progress)
+        return ((out[..., :H, :W] + 1) / 2).clamp_(0, 1)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, rate_idx: int, **kwargs) -> Tensor:
+        """Decoder output for ``x`` (1, 3, H, W) in [0, 1] without entropy coding (same pixels as a
+        round trip through bytes: the base forward pass in eval mode equals its decompress)."""
+        out = self.base(x, rate_idx)
+        return self.postprocess(out["x_hat"], out["features"], out["syntax"], rate_idx, **kwargs)
+
+    # -- bytes ---------------------------------------------------------------------------------------
+    def _flags(self, height: int, width: int, options: SamplingOptions, online: bool) -> int:
+        flags = bs.DIFFUSION | self.variant.flags | (bs.ONLINE if online else 0)
+        if self.boundary and (height > options.tile or width > options.tile):
+            flags |= bs.TILED
+        return flags
+
+    def compress(self, image: np.ndarray, rate_idx: int, online_steps: int = 0,
+                 options: SamplingOptions | None = None, **online_kwargs: Any) -> bytes:
+        """Encode uint8 (H, W, 3) at rate index ``rate_idx`` to ``.cgdm`` bytes.
+
+        ``online_steps > 0`` refines the latent and the syntax for this image first (:mod:`cgdm.online`).
+        """
+        options = (options or self.options).quantized()
+        self._check_tile(options)
+        x = image_to_tensor(image, self.device)
+        rate_idx = int(rate_idx)
+        if not 0 <= rate_idx < self.base.num_rates:
+            raise ValueError(f"rate index {rate_idx} out of range: this model has rates 0..{self.base.num_rates - 1}")
+        if online_steps > 0:
+            from cgdm.online import online_compress
+
+            enc = online_compress(self, x, rate_idx, steps=online_steps, **online_kwargs)["compressed"]
+        else:
+            enc = self.base.compress(x, rate_idx)
+        h, w = image.shape[:2]
+        header = bs.CGDMHeader(MODEL_ID, self.weights_hash, w, h, rate_idx,
+                               self._flags(h, w, options, online_steps > 0))
+        st = enc["strings"]
+        return bs.write_cgdm(header, {"main": st["y"][0], "hyper": st["z"][0], "syntax": st["syntax"][0],
+                                      "decoder": options.pack()})
+
+    def decompress(self, data: bytes, progress: bool = False) -> np.ndarray:
+        """Decode ``.cgdm`` bytes written by :meth:`compress` (with these weights) to uint8 (H, W, 3)."""
+        header, sections = bs.read_cgdm(data)
+        bs.check_model(header, MODEL_ID, self.weights_hash, self.base.num_rates)
+        missing = {"main", "hyper", "syntax", "decoder"} - set(sections)
+        if missing:
+            raise bs.CorruptedFile(f"corrupted file: missing section(s) {sorted(missing)}")
+        if not header.flags & bs.DIFFUSION:
+            raise bs.CorruptedFile("corrupted file: a 'cgdm' file must have the DIFFUSION flag")
+        file_variant = Variant.from_flags(header.flags)
+        ours = self.decoder.config.variant
+        if (file_variant.consistency, file_variant.sff) != (ours.consistency, ours.sff):
+            raise bs.ModelMismatch(
+                f"file was encoded for variant {replace(file_variant, boundary=True).name!r} but the decoder "
+                f"checkpoint is {ours.name!r}: decode with the matching decoder checkpoint")
+        options = SamplingOptions.unpack(sections["decoder"])
+        self._check_tile(options)
+        size = (header.height, header.width)
+        dec = self.base.decompress({"y": [sections["main"]], "z": [sections["hyper"]],
+                                    "syntax": [sections["syntax"]]}, header.rate_idx, size)
+        # pop: postprocess frees the large base outputs once the consistency branch has used them
+        out = self.postprocess(dec.pop("x_hat"), dec.pop("features"), dec["syntax"], header.rate_idx, options,
+                               boundary=file_variant.boundary, progress=progress)
+        return tensor_to_image(out)
+
+
+def image_to_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 array of shape (H, W, 3), got "
+                         f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}; "
+                         "load images with cgdm.imageio.load_image")
+    if not image.flags.writeable:  # e.g. np.asarray(PIL image): torch warns on read-only memory
+        image = image.copy()
+    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float() / 255.0
+
+
+def tensor_to_image(x: Tensor) -> np.ndarray:
+    return (x[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------------
+# workflow codec
+# ---------------------------------------------------------------------------------------------------
+class CGDMCodec(Codec):
+    """CGDM in the suite's codec table.
+
+    Config entry::
+
+        cgdm:
+          class: cgdm.model.CGDMCodec
+          rates: [0, 1, 2, 3]                 # rate indices of the base codec
+          models: {base: cgdm_base, decoder: cgdm_decoder}
+          params: {variant: full, steps: 4, t0: 250, seed: 0, tile: 512, overlap: 64, online_steps: 0}
+
+    ``variant`` must match the decoder checkpoint for ``no_consistency`` / ``no_sff`` (those are trained
+    variants); ``no_boundary`` works with the full decoder.
+    """
+
+    kind = "cgdm"
+    extension = ".cgdm"
+
+    def __init__(self, name: str, models: dict[str, str] | None = None, device: str = "cpu",
+                 variant: str = "full", steps: int = 4, t0: int = 250, seed: int = 0, tile: int = 512,
+                 overlap: int = 64, guidance: float = 1.0, bound: float = 0.02, batch: int = 4,
+                 online_steps: int = 0, online_lr: float = 0.05, threads: int | None = None, **params: Any):
+        super().__init__(name, models=models, device=device, **params)
+        if params:
+            raise TypeError(f"codec {name!r}: unknown CGDM params {sorted(params)}")
+        self.variant = Variant.from_name(variant)
+        self.options = SamplingOptions(steps, t0, seed, tile, overlap, guidance, bound)
+        self.batch = batch
+        self.online_steps = int(online_steps)
+        self.online_lr = float(online_lr)
+        self.threads = threads
+        self._model: CGDM | None = None
+        self._meta: dict = {}
+
+    def check_available(self) -> None:
+        for role in ("base", "decoder"):
+            if role not in self.models:
+                raise CodecUnavailable(f"codec {self.name!r} needs models: {{{role}: <model name>}} in its config entry")
+            if not Path(self.models[role]).is_file():
+                raise CodecUnavailable(f"codec {self.name!r}: {role} checkpoint {self.models[role]} is missing; "
+                                       "train it with the workflow (rule train_model)")
+
+    def model(self) -> CGDM:
+        if self._model is None:
+            self.check_available()
+            if self.threads:
+                torch.set_num_threads(int(self.threads))
+            dec, meta = load_decoder(self.models["decoder"], self.device)
+            dv = dec.config.variant
+            if (dv.consistency, dv.sff) != (self.variant.consistency, self.variant.sff):
+                raise ValueError(
+                    f"codec {self.name!r}: variant {self.variant.name!r} but decoder checkpoint "
+                    f"{self.models['decoder']} was trained as {dv.name!r}; point models.decoder at the "
+                    f"decoder trained with variant {replace(self.variant, boundary=True).name!r}")
+            self._meta = meta
+            base, base_meta = load_base(self.models["base"], self.device)
+            self._model = CGDM(base, dec, self.options, boundary=self.variant.boundary, batch=self.batch,
+                               lambdas=base_lambdas(base_meta)).to(self.device)
+        return self._model
+
+    @property
+    def version(self) -> str:
+        from cgdm import __version__
+
+        return f"cgdm-suite {__version__} ({self.variant.name})"
+
+    @property
+    def weights(self) -> str:
+        m = self.model()
+        return f"trained-here:{self._meta.get('steps', 0)}:{m.weights_hash.hex()}"
+
+    def encode(self, image: np.ndarray, rate: Any) -> bytes:
+        with torch.inference_mode(self.online_steps == 0):
+            return self.model().compress(image, int(rate), online_steps=self.online_steps, lr=self.online_lr)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model().decompress(data)
+
+
+# ---------------------------------------------------------------------------------------------------
+# command line (``cgdm compress/decompress`` delegate here for full-CGDM files, see cgdm.coder)
+# ---------------------------------------------------------------------------------------------------
+def _fail(message: str) -> int:
+    import sys
+
+    print(f"cgdm: error: {message}", file=sys.stderr)
+    return 2
+
+
+def add_sampling_arguments(p) -> None:
+    """Options of the diffusion decoder, shared by the CLI and the benchmark."""
+    d = SamplingOptions()
+    p.add_argument("--variant", default="full", help=f"one of {sorted(VARIANTS)} (default: full); no_consistency / "
+                                                     "no_sff need the decoder trained with that variant")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"DDIM steps (default {d.steps})")
+    p.add_argument("--t0", type=int, default=d.t0, help=f"start timestep of the sampler (default {d.t0})")
+    p.add_argument("--seed", type=int, default=d.seed, help="decode seed, stored in the file (default 0)")
+    p.add_argument("--tile", type=int, default=d.tile, help=f"patch size in pixels (default {d.tile})")
+    p.add_argument("--overlap", type=int, default=d.overlap, help=f"patch overlap in pixels (default {d.overlap})")
+    p.add_argument("--guidance", type=float, default=d.guidance, help="consistency guidance strength in [0, 1]")
+
+
+def compress_main(argv: list[str] | None = None) -> int:
+    """``cgdm compress IN OUT --model BASE --decoder DEC --rate K [--online-steps N] [--steps S] ...``"""
+    import argparse
+    import time
+
+    from baselines.base import write_bitstream
+    from cgdm.imageio import ImageReadError, load_image
+    from cgdm.zoo import CheckpointError
+
+    p = argparse.ArgumentParser(prog="cgdm compress", description="Encode an image with full CGDM "
+                                "(base codec + diffusion decoder settings in the file).")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--model", required=True, help="base codec checkpoint or zoo name")
+    p.add_argument("--decoder", required=True, help="diffusion decoder checkpoint (cgdm train, stage: decoder)")
+    p.add_argument("--rate", type=int, required=True, help="rate index (0 = lowest rate)")
+    p.add_argument("--online-steps", type=int, default=0, help="continuous online optimisation steps (0 = off)")
+    p.add_argument("--online-lr", type=float, default=0.05, help="step size of online optimisation")
+    add_sampling_arguments(p)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    try:
+        variant = Variant.from_name(args.variant)
+        options = SamplingOptions(args.steps, args.t0, args.seed, args.tile, args.overlap, args.guidance)
+        image = load_image(args.input)
+        model = CGDM.from_checkpoints(args.model, args.decoder, args.device, options=options,
+                                      boundary=variant.boundary)
+        dv = model.decoder.config.variant
+        if (dv.consistency, dv.sff) != (variant.consistency, variant.sff):
+            raise ValueError(f"--variant {variant.name} but the decoder checkpoint is {dv.name!r}")
+        t = time.perf_counter()
+        data = model.compress(image, args.rate, online_steps=args.online_steps, lr=args.online_lr)
+        seconds = time.perf_counter() - t
+    except (ImageReadError, CheckpointError, CodecUnavailable, ValueError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    info = write_bitstream(args.output, data, image.shape)
+    print(f"{args.output}: {image.shape[1]}x{image.shape[0]}, rate {args.rate}, {info.num_bytes} bytes, "
+          f"{info.bpp:.4f} bpp, {seconds:.2f} s")
+    return 0
+
+
+def decompress_main(argv: list[str] | None = None) -> int:
+    """``cgdm decompress IN.cgdm OUT.png --model BASE --decoder DEC``: decoding settings come from the file."""
+    import argparse
+    import time
+
+    from cgdm.imageio import save_png
+    from cgdm.zoo import CheckpointError
+
+    p = argparse.ArgumentParser(prog="cgdm decompress", description="Decode a full-CGDM .cgdm file to PNG.")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--model", required=True, help="base codec checkpoint or zoo name used to encode the file")
+    p.add_argument("--decoder", required=True, help="diffusion decoder checkpoint used to encode the file")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--progress", action="store_true", help="show a progress bar over sampling steps")
+    args = p.parse_args(argv)
+    try:
+        data = Path(args.input).read_bytes()
+        model = CGDM.from_checkpoints(args.model, args.decoder, args.device)
+        t = time.perf_counter()
+        image = model.decompress(data, progress=args.progress)
+        seconds = time.perf_counter() - t
+    except OSError as exc:
+        return _fail(f"{args.input}: cannot read ({exc})")
+    except (bs.BitstreamError, CheckpointError, CodecUnavailable, ValueError) as exc:
+        return _fail(str(exc))
+    save_png(args.output, image)
+    print(f"{args.output}: {image.shape[1]}x{image.shape[0]}, {seconds:.2f} s")
+    return 0

@@ -1,0 +1,264 @@
+"""Training of the CGDM diffusion decoder (the workflow's ``stage: decoder`` trainer).
+
+The base codec (``requires["base"]``) is frozen and run in eval mode, so the decoder trains on exactly
+the reconstructions, features and syntax vectors it gets at decode time. Per step, for a batch of random
+crops with a random rate index each:
+
+* ``x_base, features, syntax = base(x, r)`` (no gradient);
+* consistency branch (unless ``no_consistency``): ``features_c, x_c = branch(features, x_base)``,
+  loss ``consistency_weight * MSE(x_c, x)``;
+* diffusion: ``t ~ U{0..t_max-1}``, ``x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps``,
+  ``x0 = unet(x_t, t, x_base, r, features_c, syntax)``, loss ``MSE(x0, x)``;
+* deviation bound (unless ``no_consistency``): ``deviation_weight * deviation_loss(x0, x_c)``
+  (:func:`cgdm.consistency.deviation_loss`);
+* LPIPS on ``x0`` (``lpips_weight``) when the LPIPS weights are in the cache; they cannot be downloaded
+  here, so the term is skipped with a logged message otherwise (never computed with random weights).
+
+``t_max`` limits training to the noise levels the sampler visits (it starts at ``t0 < t_max``).
+
+Variants (``params["variant"]``): ``full``, ``no_consistency`` (no branch, no consistency and deviation
+losses), ``no_sff`` (fixed fusion). ``no_boundary`` only changes decoding and trains like ``full``.
+
+Determinism and resume follow :mod:`cgdm.train`: crops, rates, timesteps and noise come from one seeded
+generator; ``<out>.state`` is written every ``checkpoint_every`` steps (model, optimizer, generator) and a
+rerun with the same params continues from it; the final checkpoint is written atomically by
+:func:`cgdm.zoo.save_checkpoint` and the state file removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from cgdm.consistency import deviation_loss
+from cgdm.model import DECODER_ARCH, CGDMDecoder, DecoderConfig, Variant, load_base
+from cgdm.results import config_hash
+from cgdm.zoo import save_checkpoint
+
+__all__ = ["DEFAULT_PARAMS", "PAPER_PARAMS", "decoder_config", "train_decoder"]
+
+log = logging.getLogger(__name__)
+
+#: quick profile: ~3 minutes per variant on 2 CPU cores
+DEFAULT_PARAMS: dict = {
+    "variant": "full",
+    # architecture (DecoderConfig)
+    "channels": [32, 64, 96],
+    "unshuffle": 4,
+    "emb_dim": 128,
+    "consistency_channels": 32,
+    "consistency_hidden": 64,
+    "consistency_blocks": 2,
+    "schedule": "linear",
+    "num_train_timesteps": 1000,
+    # losses
+    "t_max": 500,
+    "consistency_weight": 1.0,
+    "deviation_weight": 1.0,
+    "bound": 0.02,
+    "factor": None,  # block size of the deviation bound; None = 2 * unshuffle, as sampling guidance uses
+    "lpips_weight": 0.1,
+    # optimisation
+    "steps": 1200,
+    "batch_size": 8,
+    "patch_size": 128,
+    "lr": 4e-4,
+    "clip_max_norm": 1.0,
+    "seed": 0,
+    "checkpoint_every": 100,
+    "threads": None,
+}
+
+#: paper-size decoder (for a GPU): wider U-Net at 1/2 resolution, more steps
+PAPER_PARAMS: dict = {**DEFAULT_PARAMS, "channels": [64, 128, 256], "unshuffle": 2, "emb_dim": 256,
+                      "consistency_channels": 64, "consistency_hidden": 128, "consistency_blocks": 4,
+                      "steps": 100_000, "batch_size": 16, "patch_size": 256, "lr": 2e-4}
+
+_RESUMABLE_KEYS = {"steps", "checkpoint_every", "threads"}
+_ARCH_KEYS = ("channels", "unshuffle", "emb_dim", "consistency_channels", "consistency_hidden",
+              "consistency_blocks", "schedule", "num_train_timesteps")
+
+
+def _state_path(out: Path) -> Path:
+    return out.with_name(out.name + ".state")
+
+
+def decoder_config(params: dict, base) -> DecoderConfig:
+    """Decoder architecture for ``base`` from training params."""
+    v = Variant.from_name(params["variant"])
+    if not v.boundary:
+        v = Variant(v.consistency, v.sff)  # no_boundary is a decode option: train the full decoder
+    return DecoderConfig(num_rates=base.num_rates, feature_channels=base.N, syntax_dim=base.syntax_dim,
+                         consistency=v.consistency, sff=v.sff,
+                         **{k: (tuple(params[k]) if k == "channels" else params[k]) for k in _ARCH_KEYS})
+
+
+def _base_checkpoint(requires: dict | None):
+    """The frozen base codec's checkpoint: ``requires["base"]``, or the only required model (the workflow
+    passes required models by their config name, e.g. ``requires: [cgdm_base]``)."""
+    requires = dict(requires or {})
+    if "base" in requires:
+        return requires["base"]
+    if len(requires) == 1:
+        return next(iter(requires.values()))
+    raise ValueError("the decoder stage needs exactly one base codec checkpoint: in the workflow config set "
+                     f"`requires: [<base model name>]` (got {sorted(requires) or 'none'})")
+
+
+def _lpips_loss(device: torch.device):
+    """pyiqa LPIPS as a loss when its weights are cached (never downloaded here), else None."""
+    from cgdm.evaluation import weights as W
+    from cgdm.evaluation.metrics import (
+        PRETRAINED_FILE,
+        DownloadBlocked,
+        no_downloads,
+        torch_home,
+    )
+
+    cache = W.default_cache()
+    ok, reason = W.status("lpips", cache)
+    if not ok:
+        log.warning("LPIPS loss skipped: %s", reason)
+        return None
+    import pyiqa
+
+    try:
+        with torch_home(cache), no_downloads():
+            metric = pyiqa.create_metric("lpips", as_loss=True, device=device,
+                                         pretrained_model_path=str(W.WEIGHTS[PRETRAINED_FILE["lpips"]].path(cache)))
+    except DownloadBlocked as exc:
+        log.warning("LPIPS loss skipped: %s", exc)
+        return None
+    return metric
+
+
+def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike, requires: dict | None = None,
+                  device: str = "cpu", *, resume: bool = True, on_step: Callable[[int], None] | None = None,
+                  progress: bool = True) -> Path:
+    """Train the diffusion decoder on a frozen base codec and write the checkpoint ``out``.
+
+    ``requires``: ``{"base": checkpoint}`` or ``{<base model name>: checkpoint}`` (base codec checkpoint or
+    zoo name). ``resume``: continue from
+    ``<out>.state`` if it exists and was made with the same params (except steps / checkpoint_every /
+    threads). ``on_step(step)`` is called after every step (tests simulate a kill with it).
+    """
+    unknown = set(params) - set(DEFAULT_PARAMS)
+    if unknown:
+        raise ValueError(f"unknown decoder training params {sorted(unknown)}; known: {sorted(DEFAULT_PARAMS)}")
+    p = {**DEFAULT_PARAMS, **params}
+    base_path = _base_checkpoint(requires)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if p["threads"]:
+        torch.set_num_threads(int(p["threads"]))
+    device = torch.device(device)
+    if not 0 < int(p["t_max"]) <= int(p["num_train_timesteps"]):
+        raise ValueError(f"t_max must be in 1..num_train_timesteps, got {p['t_max']}")
+
+    base, base_meta = load_base(base_path, str(device))
+    base.requires_grad_(False)
+    phash = config_hash({**{k: v for k, v in p.items() if k not in _RESUMABLE_KEYS},
+                         "base": base_meta.get("weights_sha256")})
+
+    from cgdm.train import RandomCrops
+
+    data = RandomCrops([Path(f) for f in train_images], int(p["patch_size"]))
+    torch.manual_seed(int(p["seed"]))
+    config = decoder_config(p, base)
+    decoder = CGDMDecoder(config).to(device).train()
+    m = decoder.multiple
+    if int(p["patch_size"]) % m:
+        raise ValueError(f"patch_size must be a multiple of {m} for this decoder, got {p['patch_size']}")
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=float(p["lr"]))
+    generator = torch.Generator().manual_seed(int(p["seed"]))
+    step = 0
+
+    state_path = _state_path(out)
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        if state.get("params_hash") != phash:
+            raise ValueError(f"{state_path} was written with different params or another base checkpoint; "
+                             "delete it to start over, or restore the params it was made with")
+        decoder.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["rng"])
+        step = int(state["step"])
+    elif state_path.exists():
+        warnings.warn(f"{state_path} exists from an earlier run and will be overwritten (resume=False)")
+
+    def save_state() -> None:
+        tmp = state_path.with_name(f".{state_path.name}.part")
+        torch.save({"step": step, "params_hash": phash, "params": p, "model": decoder.state_dict(),
+                    "optimizer": optimizer.state_dict(), "rng": generator.get_state()}, tmp)
+        os.replace(tmp, state_path)
+
+    factor = int(p["factor"] or 2 * config.unshuffle)
+    if int(p["patch_size"]) % factor:
+        raise ValueError(f"patch_size must be a multiple of the deviation block size {factor}")
+    lpips = _lpips_loss(device) if float(p["lpips_weight"]) > 0 else None
+    schedule = decoder.schedule
+    total, every = int(p["steps"]), max(1, int(p["checkpoint_every"]))
+    bar = tqdm(total=total, initial=step, desc=f"train {out.name}", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    t_start, timed, last = time.perf_counter(), 0, {}
+    while step < total:
+        x = data.sample(int(p["batch_size"]), generator).to(device)
+        b = x.size(0)
+        r = torch.randint(base.num_rates, (b,), generator=generator).to(device)
+        t = torch.randint(int(p["t_max"]), (b,), generator=generator).to(device)
+        eps = torch.randn(x.shape, generator=generator).to(device)
+        with torch.no_grad():
+            bo = base(x, r)
+        xb = bo["x_hat"].clamp(0, 1) * 2 - 1
+        target = x * 2 - 1
+        losses = {}
+        features, x_c = decoder.condition(bo["features"], xb)
+        if x_c is not None:
+            losses["consistency"] = float(p["consistency_weight"]) * F.mse_loss(x_c, target)
+        x_t = schedule.add_noise(target, eps, t)
+        x0 = decoder(x_t, t, xb, r, features, bo["syntax"])
+        losses["diffusion"] = F.mse_loss(x0, target)
+        if x_c is not None and float(p["deviation_weight"]) > 0:
+            losses["deviation"] = float(p["deviation_weight"]) * deviation_loss(x0, x_c, float(p["bound"]), factor)
+        if lpips is not None:
+            losses["lpips"] = float(p["lpips_weight"]) * lpips((x0.clamp(-1, 1) + 1) / 2, x).mean()
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {float(loss)} at step {step}; lower lr (now {p['lr']})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if p["clip_max_norm"]:
+            torch.nn.utils.clip_grad_norm_(decoder.parameters(), float(p["clip_max_norm"]))
+        optimizer.step()
+        step += 1
+        timed += 1
+        last = {k: v.item() for k, v in losses.items()} | {"loss": loss.item()}
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in last.items()}, refresh=False)
+        if step % every == 0 or step == total:
+            save_state()
+        if on_step is not None:
+            on_step(step)
+    bar.close()
+    ms_per_step = 1000.0 * (time.perf_counter() - t_start) / max(1, timed)
+
+    decoder.eval()
+    meta = {
+        "arch": DECODER_ARCH, "steps": step, "variant": config.variant.name, "config": config.to_dict(),
+        "params": p, "params_hash": phash, "base_weights_sha256": base_meta.get("weights_sha256"),
+        "lpips": lpips is not None, "train_images": len(data.images), "device": str(device),
+        "ms_per_step": round(ms_per_step, 1), "final": last,
+    }
+    save_checkpoint(out, decoder.state_dict(), meta)
+    state_path.unlink(missing_ok=True)
+    log.info("decoder %s: %d steps, %.0f ms/step, final %s", config.variant.name, step, ms_per_step,
+             {k: round(v, 5) for k, v in last.items()})
+    return out
