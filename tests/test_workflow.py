@@ -24,19 +24,13 @@ def snakemake(*args, cwd=REPO):
         ["ablations"],
         ["paper_tables"],
         ["--configfile", "config/paper.yaml", "--profile", "profiles/slurm"],
-        ["--configfile", "config/paper.yaml", "ablations"],
+        # targets before --configfile, which takes several values and would swallow them
+        ["ablations", "--configfile", "config/paper.yaml"],
     ],
     ids=["default", "ablations", "paper_tables", "paper-slurm", "paper-ablations"],
 )
-def _order(args):
-    """Targets first: --configfile takes several values and would swallow a target after it."""
-    targets = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or not args[i - 1].startswith("-"))]
-    options = [a for a in args if a not in targets]
-    return ["-n", *targets, *options, "--quiet", "rules"]
-
-
 def test_targets_resolve(args):
-    res = snakemake(*_order(args))
+    res = snakemake("-n", *args, "--quiet", "rules")
     assert res.returncode == 0, res.output[-3000:]
 
 
@@ -71,3 +65,28 @@ def test_unknown_anchor_is_named(tmp_path):
     res = _bad(tmp_path, "report:\n  anchor: nope\n")
     assert res.returncode != 0
     assert "report.anchor = 'nope'" in res.output
+
+
+@pytest.mark.parametrize("cfg", ["config/config.yaml", "config/paper.yaml", ".test/config/config.yaml"])
+def test_every_published_curve_of_a_shipped_config_loads(cfg):
+    import yaml
+
+    from baselines.published import load_published
+
+    for name, entry in (yaml.safe_load((REPO / cfg).read_text()).get("published") or {}).items():
+        df = load_published(entry, name=name)
+        assert len(df) and (df["status"] == "ok").all(), name
+
+
+@pytest.mark.parametrize("cfg", ["config/config.yaml", "config/paper.yaml", ".test/config/config.yaml"])
+def test_every_codec_class_of_a_shipped_config_exists(cfg):
+    import yaml
+
+    from baselines.base import Codec, import_object
+
+    data = yaml.safe_load((REPO / cfg).read_text())
+    entries = {**data["codecs"], **(data.get("ablations", {}).get("variants") or {})}
+    for name, entry in entries.items():
+        assert issubclass(import_object(entry["class"]), Codec), name
+    for name, model in (data.get("models") or {}).items():
+        assert callable(import_object(model["trainer"])), name
