@@ -375,6 +375,16 @@ def _program_banner(program: str) -> str:
     return (proc.stdout + proc.stderr).decode("utf-8", "replace")
 
 
+def _program_version(program: str, pattern: str) -> str | None:
+    """The version ``pattern`` (one group) finds in ``program``'s banner: None when the program is not
+    found, ``"unknown"`` when the banner does not match."""
+    path = find_program(program)
+    if not path:
+        return None
+    m = re.search(pattern, _program_banner(path))
+    return m.group(1) if m else "unknown"
+
+
 BPG_INSTALL = (
     "BPG is not installed: build libbpg 0.9.8 (https://bellard.org/bpg/, needs cmake, yasm, libpng, "
     "libjpeg; `make` then `make install` puts bpgenc/bpgdec on PATH) or point the codec's params "
@@ -431,12 +441,10 @@ class BPG(ClassicalCodec):
 
     @cached_property
     def version(self) -> str:
-        enc = find_program(self.encoder)
-        if not enc:
+        v = _program_version(self.encoder, r"version\s+([\w.\-]+)")
+        if v is None:
             return "unavailable"
-        m = re.search(r"version\s+([\w.\-]+)", _program_banner(enc))
-        settings = f"{self.hevc}, {self.subsampling}, {self.bit_depth}-bit, {self.color}"
-        return f"libbpg {m.group(1) if m else 'unknown'} ({settings})"
+        return f"libbpg {v} ({self.hevc}, {self.subsampling}, {self.bit_depth}-bit, {self.color})"
 
     def encode_quality(self, image: np.ndarray, quality: float) -> bytes:
         enc, _ = self._programs()
@@ -561,11 +569,10 @@ class VTM(ClassicalCodec):
 
     @cached_property
     def version(self) -> str:
-        enc = find_program(self.encoder)
-        if not enc:
+        v = _program_version(self.encoder, r"Version\s+([\w.\-]+)")
+        if v is None:
             return "unavailable"
-        m = re.search(r"Version\s+([\w.\-]+)", _program_banner(enc))
-        return f"VTM {m.group(1) if m else 'unknown'} (intra, YCbCr 4:4:4, {self.bit_depth}-bit)"
+        return f"VTM {v} (intra, YCbCr 4:4:4, {self.bit_depth}-bit)"
 
     def encode_quality(self, image: np.ndarray, quality: float) -> bytes:
         enc, _, cfg = self._programs()

@@ -31,15 +31,12 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import os
 import struct
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,6 +47,7 @@ import torch.nn.functional as F
 
 from baselines.base import Codec, CodecUnavailable
 from baselines.classical import check_rgb8
+from cgdm.download import DownloadError, download, sha256_file, sha256_matches
 
 #: total down-sampling factor of every supported architecture (g_a: 16, h_a: 4)
 PAD_MULTIPLE = 64
@@ -115,14 +113,6 @@ def _pad(x: torch.Tensor) -> torch.Tensor:
     h, w = x.shape[-2:]
     ph, pw = (-h) % PAD_MULTIPLE, (-w) % PAD_MULTIPLE
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
-
-
-def _file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class CompressAICodec(Codec):
@@ -230,7 +220,7 @@ class CompressAITrained(CompressAICodec):
     @cached_property
     def weights(self) -> str:
         steps = self.checkpoint["meta"]["steps"]
-        return f"trained-here:{steps}:{_file_sha256(self.checkpoint_path)[:12]}"
+        return f"trained-here:{steps}:{sha256_file(self.checkpoint_path)[:12]}"
 
     @property
     def version(self) -> str:
@@ -300,16 +290,23 @@ class CompressAIZoo(CompressAICodec):
         stem = self.urls[quality].rsplit("/", 1)[1].split(".")[0]
         return stem.rsplit("-", 1)[1].lower(), self.sha256.get(quality)
 
-    def _verify(self, path: Path, quality: int) -> str:
-        digest = _file_sha256(path)
+    def _want(self, quality: int) -> str:
+        """The expected sha256: a pinned full digest supersedes the 8-digit prefix of the file name (e.g.
+        for a mirror that serves re-exported files under CompressAI's names)."""
         prefix, full = self._expected(quality)
-        # a pinned full sha256 supersedes the 8-digit prefix of the file name (e.g. for a mirror that
-        # serves re-exported files under CompressAI's names)
-        if (digest != full) if full else (not digest.startswith(prefix)):
-            want = full or f"{prefix}..."
-            raise CodecUnavailable(f"{self.name}: checksum mismatch for {self.urls[quality]}: sha256 {digest}, "
-                                   f"expected {want}; the file was deleted, download again or place the "
-                                   f"right file at {path}")
+        return full or prefix
+
+    def _mismatch(self, quality: int, digest: str, path: Path) -> CodecUnavailable:
+        want = self._want(quality)
+        want = want if len(want) >= 64 else f"{want}..."
+        return CodecUnavailable(f"{self.name}: checksum mismatch for {self.urls[quality]}: sha256 {digest}, "
+                                f"expected {want}; the file was deleted, download again or place the "
+                                f"right file at {path}")
+
+    def _verify(self, path: Path, quality: int) -> str:
+        digest = sha256_file(path)
+        if not sha256_matches(digest, self._want(quality)):
+            raise self._mismatch(quality, digest, path)
         return digest
 
     def fetch(self, quality: int) -> Path:
@@ -319,22 +316,13 @@ class CompressAIZoo(CompressAICodec):
         if quality in self._verified and path.is_file():
             return path
         if not path.is_file():
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=f".{path.name}.", suffix=".part")
             try:
-                with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=self.timeout) as resp:
-                    total = int(resp.headers.get("Content-Length") or 0) or None
-                    from tqdm.auto import tqdm
-
-                    with tqdm(total=total, unit="B", unit_scale=True, desc=path.name, disable=False) as bar:
-                        for block in iter(lambda: resp.read(1 << 20), b""):
-                            f.write(block)
-                            bar.update(len(block))
-                os.replace(tmp, path)
-            except (urllib.error.URLError, OSError, TimeoutError) as exc:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise CodecUnavailable(f"{self.name}: cannot download pretrained weights {url} ({exc}); "
+                self._verified[quality] = download(url, path, sha256=self._want(quality), timeout=self.timeout)
+                return path
+            except DownloadError as exc:
+                if exc.digest is not None:
+                    raise self._mismatch(quality, exc.digest, path) from exc
+                raise CodecUnavailable(f"{self.name}: cannot download pretrained weights {url} ({exc.problem}); "
                                        f"offline? place the file at {path} or set params.base_url to a "
                                        "mirror") from exc
         try:

@@ -44,6 +44,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from cgdm.download import CHUNK as _CHUNK
+from cgdm.download import check_file, sha256_file
 from cgdm.imageio import SUPPORTED_SUFFIXES, atomic_write_bytes, list_images
 
 #: repository root: the embedded datasets live under ``<repo>/data``
@@ -54,7 +56,6 @@ MANIFEST = "MANIFEST.sha256"
 SHA256SUMS = "SHA256SUMS"
 DOWNLOADS = "downloads"
 TIMEOUT_S = 60.0
-_CHUNK = 1 << 20
 _USER_AGENT = "cgdm-suite-datasets/0.1 (+python-urllib)"
 
 
@@ -227,14 +228,6 @@ def get(name: str, spec: dict | None = None) -> Dataset:
 # Checksums
 # --------------------------------------------------------------------------------------------------
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_sha256sums(path: str | os.PathLike) -> dict[str, str]:
     """Parse a ``sha256sum`` file (``<hex>  <name>`` or ``<hex> *<name>``) into {name: hex}."""
     out: dict[str, str] = {}
@@ -327,13 +320,7 @@ def _fail(ds: Dataset, root: Path, source: str | Path, problem: str) -> DatasetE
 
 def _check_file(path: Path, rf: RemoteFile) -> str | None:
     """None when ``path`` has the size and SHA-256 of ``rf``, else what is wrong."""
-    size = path.stat().st_size
-    if size != rf.size:
-        return f"size mismatch: {size:,} bytes, expected {rf.size:,}"
-    digest = sha256_file(path)
-    if digest != rf.sha256:
-        return f"checksum mismatch: sha256 {digest}, expected {rf.sha256}"
-    return None
+    return check_file(path, rf.sha256, rf.size)
 
 
 def _http_download(url: str, dest: Path, rf: RemoteFile, *, timeout: float, progress: bool,

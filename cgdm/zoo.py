@@ -8,7 +8,7 @@ weights do not match it, so a damaged or hand-edited checkpoint never silently p
 
 The zoo table (:data:`ZOO`), like CompressAI's ``compressai.zoo``, maps a name to an architecture, its
 rate points and a download URL + sha256. :func:`load_pretrained` downloads into the torch hub cache with
-``torch.hub.download_url_to_file`` and verifies the sha256 before loading.
+:func:`cgdm.download.download`, which verifies the sha256 before the file is kept.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from baselines.base import CodecUnavailable
+from cgdm.download import DownloadError, download, sha256_file
 
 __all__ = [
     "ZOO",
@@ -162,41 +163,23 @@ def load_base_codec(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 # -- zoo --------------------------------------------------------------------------------------------
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download_weights(entry: ZooEntry, progress: bool = True) -> Path:
     """Download ``entry.url`` into ``<torch hub dir>/checkpoints`` (once) and verify its sha256."""
     if entry.sha256 is None:
         raise CodecUnavailable(
             f"zoo model {entry.name!r}: no weights are published yet ({entry.url} is a placeholder for a "
             "future release); train it locally with `cgdm train --config ...` or the workflow")
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / f"{entry.name}-{entry.sha256[:8]}.pth"
-    if dest.is_file() and _file_sha256(dest) == entry.sha256:
+    dest = Path(torch.hub.get_dir()) / "checkpoints" / f"{entry.name}-{entry.sha256[:8]}.pth"
+    if dest.is_file() and sha256_file(dest) == entry.sha256:
         return dest
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{dest.name}.", suffix=".part")
-    os.close(fd)
     try:
-        try:
-            torch.hub.download_url_to_file(entry.url, tmp, progress=progress)
-        except Exception as exc:  # URLError, HTTPError, timeouts
-            raise CodecUnavailable(f"zoo model {entry.name!r}: download of {entry.url} failed ({exc}); "
-                                   f"check the network, or place the file at {dest}") from exc
-        actual = _file_sha256(Path(tmp))
-        if actual != entry.sha256:
-            raise CheckpointError(f"zoo model {entry.name!r}: downloaded file has sha256 {actual}, expected "
-                                  f"{entry.sha256}; the download is corrupted or the release changed")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        download(entry.url, dest, sha256=entry.sha256, progress=progress)
+    except DownloadError as exc:
+        if exc.digest is not None:
+            raise CheckpointError(f"zoo model {entry.name!r}: downloaded file has sha256 {exc.digest}, expected "
+                                  f"{entry.sha256}; the download is corrupted or the release changed") from exc
+        raise CodecUnavailable(f"zoo model {entry.name!r}: download of {entry.url} failed ({exc.problem}); "
+                               f"check the network, or place the file at {dest}") from exc
     return dest
 
 

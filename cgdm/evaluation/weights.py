@@ -28,17 +28,12 @@ clean-fid.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
-import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from cgdm.download import DownloadError, download, sha256_file
 
 
 class WeightsError(RuntimeError):
@@ -136,14 +131,6 @@ def default_cache() -> Path:
     return Path(xdg) / "torch"
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 # Hashing the ~0.9 GB of backbones costs about a second; do it once per process and file version.
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 
@@ -205,30 +192,6 @@ def _urls(w: WeightFile, mirror: str | None) -> list[str]:
     return [mirror.rstrip("/") + "/" + w.filename]
 
 
-def _download(url: str, dest: Path, w: WeightFile, timeout: float) -> None:
-    """Stream ``url`` into a temporary file next to ``dest``, verify, then rename (never a partial file)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    h = hashlib.sha256()
-    try:
-        req = urllib.request.Request(url, headers={"User-Agent": "cgdm-suite"})
-        with urllib.request.urlopen(req, timeout=timeout) as resp, os.fdopen(fd, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0) or w.size
-            with tqdm(total=total, unit="B", unit_scale=True, desc=w.filename, file=sys.stderr) as bar:
-                while block := resp.read(1 << 20):
-                    out.write(block)
-                    h.update(block)
-                    bar.update(len(block))
-        digest = h.hexdigest()
-        if digest != w.sha256:
-            raise WeightsError(f"{w.filename} from {url}: sha256 {digest} does not match the expected "
-                               f"{w.sha256}; the file was discarded")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def fetch(cache: str | os.PathLike | None = None, keys: list[str] | None = None, mirror: str | None = None,
           timeout: float = 60.0) -> list[Path]:
     """Download (when missing or wrong) and verify the weight files ``keys`` (default: all) into ``cache``.
@@ -251,12 +214,14 @@ def fetch(cache: str | os.PathLike | None = None, keys: list[str] | None = None,
         errors = []
         for url in _urls(w, mirror):
             try:
-                _download(url, dest, w, timeout)
+                download(url, dest, sha256=w.sha256, timeout=timeout, desc=w.filename)
                 break
-            except WeightsError as exc:
-                errors.append(str(exc))
-            except (urllib.error.URLError, OSError, ValueError) as exc:  # offline, HTTP error, timeout
-                errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
+            except DownloadError as exc:
+                if exc.digest is None:  # offline, HTTP error, timeout
+                    errors.append(str(exc))
+                else:
+                    errors.append(f"{w.filename} from {url}: sha256 {exc.digest} does not match the expected "
+                                  f"{w.sha256}; the file was discarded")
         if check_file(w, cache) is None:
             done.append(dest)
         else:

@@ -1,0 +1,103 @@
+"""cgdm.download: verified, atomic downloads from a loopback HTTP server (no real hosts)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import socket
+import threading
+
+import pytest
+
+from cgdm.download import DownloadError, check_file, download, sha256_file
+
+PAYLOAD = bytes(range(256)) * 40
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture
+def server():
+    """/good.bin (PAYLOAD), /short.bin (announces more bytes than it sends), /slow.bin (never answers), else 404."""
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # http.server API name
+            if self.path == "/slow.bin":
+                release.wait(10)
+                return
+            if self.path not in ("/good.bin", "/short.bin"):
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD) + (self.path == "/short.bin")))
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    release.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_good_file_full_hash_and_prefix(server, tmp_path):
+    dest = tmp_path / "sub" / "good.bin"
+    assert download(f"{server}/good.bin", dest, sha256=SHA, size=len(PAYLOAD), progress=False) == SHA
+    assert dest.read_bytes() == PAYLOAD and sha256_file(dest) == SHA
+    assert check_file(dest, SHA, len(PAYLOAD)) is None
+    other = tmp_path / f"good-{SHA[:8]}.bin"  # torch hub / CompressAI style: the name carries a prefix
+    download(f"{server}/good.bin", other, sha256=SHA[:8], progress=False)
+    assert other.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == sorted(["good.bin", other.name])
+
+
+def test_sha_mismatch_leaves_nothing(server, tmp_path):
+    url = f"{server}/good.bin"
+    with pytest.raises(DownloadError) as err:
+        download(url, tmp_path / "x.bin", sha256="0" * 64, progress=False)
+    assert err.value.digest == SHA and url in str(err.value) and "checksum mismatch" in str(err.value)
+    assert "expected " + "0" * 64 in str(err.value)
+    with pytest.raises(DownloadError, match=r"expected 00000000\.\.\.") as err:
+        download(url, tmp_path / "x.bin", sha256="0" * 8, progress=False)
+    assert err.value.digest == SHA
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a .part left behind
+
+
+def test_size_mismatch_leaves_nothing(server, tmp_path):
+    with pytest.raises(DownloadError, match="size mismatch: the server announces") as err:
+        download(f"{server}/good.bin", tmp_path / "x.bin", sha256=SHA, size=len(PAYLOAD) + 1, progress=False)
+    assert err.value.digest is None
+    with pytest.raises(DownloadError, match="connection closed after"):
+        download(f"{server}/short.bin", tmp_path / "x.bin", sha256=None, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "y.bin").write_bytes(PAYLOAD)
+    assert "size mismatch" in check_file(tmp_path / "y.bin", SHA, len(PAYLOAD) - 1)
+    assert "checksum mismatch" in check_file(tmp_path / "y.bin", "f" * 64)
+
+
+def test_404_names_url_and_status(server, tmp_path):
+    url = f"{server}/missing.bin"
+    with pytest.raises(DownloadError) as err:
+        download(url, tmp_path / "x.bin", sha256=SHA, progress=False)
+    assert str(err.value) == f"{url}: HTTP 404 Not Found" and err.value.digest is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_timeout_and_closed_port(server, tmp_path):
+    url = f"{server}/slow.bin"
+    with pytest.raises(DownloadError, match=r"no answer within 0\.3 s") as err:
+        download(url, tmp_path / "x.bin", sha256=SHA, timeout=0.3, progress=False)
+    assert url in str(err.value)
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/x.bin"
+    with pytest.raises(DownloadError) as err:
+        download(url, tmp_path / "x.bin", sha256=SHA, timeout=5, progress=False)
+    assert str(err.value).startswith(f"{url}: ") and isinstance(err.value.__cause__, OSError)
+    assert list(tmp_path.iterdir()) == []
