@@ -47,9 +47,9 @@ rule rd_report:
         ablations="results/ablations.csv" if ABLATIONS else [],
     output:
         pdf=report("results/rd_curves.pdf", caption="../report/rd_curves.rst", category="RD curves"),
-        rd="results/tables/rd_table.md",
-        bd="results/tables/bd_rate_table.md",
-        runtime="results/tables/runtime_table.md",
+        rd=report("results/tables/rd_table.md", caption="../report/tables.rst", category="Tables"),
+        bd=report("results/tables/bd_rate_table.md", caption="../report/tables.rst", category="Tables"),
+        runtime=report("results/tables/runtime_table.md", caption="../report/tables.rst", category="Tables"),
     params:
         anchor=config.get("report", {}).get("anchor", ""),
         labels=json.dumps(
@@ -69,7 +69,7 @@ rule ablation_report:
         "results/ablations.csv",
     output:
         pdf=report("results/ablations.pdf", caption="../report/ablations.rst", category="Ablations"),
-        table="results/tables/ablation_table.md",
+        table=report("results/tables/ablation_table.md", caption="../report/tables.rst", category="Tables"),
     params:
         full=ABLATIONS.get("full", ""),
         variants=" ".join(f"{k}={ABLATIONS.get('full')}_{k}" for k in (ABLATIONS.get("variants") or {})),
