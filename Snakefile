@@ -36,6 +36,7 @@ rule all:
     input:
         "results/rd_curves.pdf",
         "results/tables/rd_table.md",
+        expand("results/crops/{dataset}.png", dataset=DATASETS),
     default_target: True
 
 

@@ -32,7 +32,7 @@ def finished_run(tmp_path_factory):
     shutil.copytree(REPO / ".test", work, ignore=shutil.ignore_patterns("results", "resources", "logs", ".snakemake"))
     # the config refers to the training photos relative to .test/
     (work.parent / "data").symlink_to(REPO / "data")
-    res = run(work, "results/rd_curves.pdf", "ablations")
+    res = run(work, "results/rd_curves.pdf", "ablations", "results/crops/kodak_tiny.png")
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     return work
 
@@ -40,7 +40,7 @@ def finished_run(tmp_path_factory):
 def test_every_stage_produced_its_outputs(finished_run):
     r = finished_run / "results"
     for f in ["rd_curves.pdf", "ablations.pdf", "tables/rd_table.md", "tables/bd_rate_table.md",
-              "tables/runtime_table.md", "tables/ablation_table.md"]:
+              "tables/runtime_table.md", "tables/ablation_table.md", "crops/kodak_tiny.png"]:
         assert (r / f).stat().st_size > 0, f
     df = pd.read_csv(r / "results.csv")
     ours = df[(df["kind"] != "published") & (df["metric"] == "psnr")]

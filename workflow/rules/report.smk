@@ -101,3 +101,20 @@ rule reference_snapshot:
         " && cp results/tables/*.md results/tables/*.tex results/reference/tables/"
         " && cp results/ablations*.png results/reference/ 2>/dev/null || true"
         " && cp results/rd_curves.pdf {output}) > {log} 2>&1"
+
+
+# Side-by-side crops of every codec at matched bpp (one figure per dataset), for the report.
+rule crops:
+    input:
+        lambda wc: encode_csvs(list(CODECS), [wc.dataset]),
+    output:
+        report("results/crops/{dataset}.png", caption="../report/crops.rst", category="Crops"),
+    params:
+        labels=json.dumps({c: e["label"] for c, e in CODECS.items() if e.get("label")}),
+        bpp=lambda wc: f"--bpp {config['report']['crops_bpp']}" if config.get("report", {}).get("crops_bpp") else "",
+    conda:
+        CONDA_ENV
+    log:
+        "logs/report/crops_{dataset}.log",
+    shell:
+        "python -m cgdm.evaluation.crops {input} --out {output} --labels {params.labels:q} {params.bpp} > {log} 2>&1"

@@ -1,0 +1,70 @@
+"""Wall time of the workflow and its speed-up from 1 to N cores.
+
+    python benchmarks/workflow.py                     # the tiny .test config at --cores 1 and 2
+    python benchmarks/workflow.py --config quick      # the quick profile (Kodak; ~30-40 min per run)
+
+Each run starts from an empty working folder (fresh copy of the config; nothing cached but the
+installed environment), so it measures training + encoding + metrics + report. Prints wall seconds per
+core count and the speed-up relative to 1 core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def prepare(config: str, work: Path) -> tuple[Path, list[str]]:
+    """A clean working folder for one run, and the targets to build."""
+    if config == "test":
+        wd = work / ".test"
+        shutil.copytree(REPO / ".test", wd, ignore=shutil.ignore_patterns("results", "resources", "logs", ".snakemake"))
+        (work / "data").symlink_to(REPO / "data")
+        return wd, ["results/rd_curves.pdf", "ablations"]
+    wd = work / "quick"
+    (wd / "config").mkdir(parents=True)
+    shutil.copy(REPO / "config" / "config.yaml", wd / "config" / "config.yaml")
+    (wd / "data").symlink_to(REPO / "data")
+    return wd, ["results/rd_curves.pdf"]
+
+
+def run(config: str, cores: int) -> float:
+    with tempfile.TemporaryDirectory(prefix=f"cgdm-wf-{cores}-") as tmp:
+        wd, targets = prepare(config, Path(tmp))
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        cmd = [str(Path(sys.executable).parent / "snakemake"), "--cores", str(cores), "--directory", str(wd),
+               "--snakefile", str(REPO / "Snakefile"), "--quiet", "all", *targets]
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        if res.returncode != 0:
+            sys.exit(f"workflow failed at --cores {cores}:\n{(res.stdout + res.stderr)[-4000:]}")
+        return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", choices=["test", "quick"], default="test")
+    p.add_argument("--cores", type=int, nargs="+", default=[1, 2])
+    args = p.parse_args(argv)
+    print(f"workflow benchmark: config={args.config}, machine cores={os.cpu_count()}")
+    times = {}
+    for c in args.cores:
+        times[c] = run(args.config, c)
+        print(f"--cores {c}: {times[c]:.1f} s")
+    base = times.get(1) or times[args.cores[0]]
+    for c, t in times.items():
+        print(f"speed-up at {c} cores: {base / t:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
