@@ -73,3 +73,19 @@ def test_changing_one_codec_reruns_only_that_codec(finished_run):
     scheduled = re.findall(r"^\s+output: (\S+)", out, flags=re.M)
     codec_outputs = [o for o in scheduled if o.startswith(("results/encoded", "results/metrics", "results/fid"))]
     assert codec_outputs and all("/webp/" in o for o in codec_outputs), codec_outputs
+
+
+def test_report_html_shows_figures_and_tables(finished_run, tmp_path):
+    res = run(finished_run, "results/rd_curves.pdf", "ablations", "results/crops/kodak_tiny.png",
+              "--report", "results/report.html")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    html = (finished_run / "results" / "report.html").read_text(errors="replace")
+    for name in ("rd_curves.pdf", "ablations.pdf", "rd_table.md", "ablation_table.md", "kodak_tiny.png"):
+        assert name in html, name
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium:  # the documented visual check, when a browser is installed
+        shot = tmp_path / "report.png"
+        subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+                        f"--screenshot={shot}", (finished_run / "results" / "report.html").as_uri()],
+                       capture_output=True, timeout=120)
+        assert shot.stat().st_size > 10_000
