@@ -44,7 +44,6 @@ rule aggregate_ablations:
 rule rd_report:
     input:
         results="results/results.csv",
-        ablations="results/ablations.csv" if ABLATIONS else [],
     output:
         pdf=report("results/rd_curves.pdf", caption="../report/rd_curves.rst", category="RD curves"),
         rd=report("results/tables/rd_table.md", caption="../report/tables.rst", category="Tables"),
