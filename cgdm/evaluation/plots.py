@@ -99,7 +99,11 @@ def rd_figure(df: pd.DataFrame, dataset: str, metrics: list[str] | None = None,
     ncols = min(len(mets), 3)
     nrows = int(np.ceil(len(mets) / ncols))
     with sns.axes_style("whitegrid"), matplotlib.rc_context(RC):
-        fig = Figure(figsize=(3.3 * ncols, 2.9 * nrows + 0.9), layout="constrained")
+        n_codecs = len(set(d["codec"]))
+        legend_cols = 3
+        legend_height = 0.25 * np.ceil(n_codecs / legend_cols) + 0.3
+        # panels stay a readable size however many codecs share the legend below them
+        fig = Figure(figsize=(4.4 * ncols, 3.6 * nrows + legend_height), layout="constrained")
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         handles = {}
         for ax, metric in zip(axes, mets):
@@ -112,7 +116,7 @@ def rd_figure(df: pd.DataFrame, dataset: str, metrics: list[str] | None = None,
         fig.suptitle(f"{head} ({n_images} images)" if n_images else head, fontsize=11)
         if handles:
             fig.legend(list(handles.values()), list(handles.keys()), loc="outside lower center",
-                       ncols=min(len(handles), 4), frameon=False)
+                       ncols=min(len(handles), legend_cols), frameon=False)
     return fig
 
 
@@ -154,10 +158,12 @@ def _panel(ax, pts: pd.DataFrame, rows: pd.DataFrame, metric: str, reason: str |
         ax.set_ylim(shown.min() - pad, shown.max() + pad)
     missing = sorted(set(rows["codec"]) - set(pts["codec"]))
     if missing:
-        # name the codecs without a usable point and why (the most common status of their rows)
-        why = rows[rows["codec"].isin(missing)]["status"].mode().iloc[0]
-        text = f"n/a for {', '.join(_label(c, labels, published) for c in missing)}: {why}"
-        ax.text(0.0, -0.28, textwrap.fill(text[:200] + ("..." if len(text) > 200 else ""), 62),
-                transform=ax.transAxes, fontsize=7, color="0.35", va="top")
+        # name the codecs without a usable point (their reasons are in the tables)
+        names = ", ".join(_label(c, labels, published) for c in missing)
+        if len(names) > 60:
+            names = f"{len(missing)} codecs"
+        # inside the axes (constrained layout ignores text outside them); the tables give each reason
+        ax.text(0.98, 0.03, textwrap.fill(f"n/a: {names} (unavailable, see table notes)", 48),
+                transform=ax.transAxes, fontsize=6.5, color="0.35", ha="right", va="bottom")
     if metric == "ms_ssim":
         ax.yaxis.set_major_formatter("{x:.3f}")
