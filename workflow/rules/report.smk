@@ -89,6 +89,7 @@ rule reference_snapshot:
         "results/tables/bd_rate_table.md",
         "results/tables/runtime_table.md",
         "results/tables/ablation_table.md" if ABLATIONS else [],
+        expand("results/crops/{dataset}.png", dataset=DATASETS),
     output:
         "results/reference/rd_curves.pdf",
     conda:
@@ -98,6 +99,7 @@ rule reference_snapshot:
     shell:
         "(mkdir -p results/reference/tables && cp results/rd_curves*.png results/reference/"
         " && cp results/tables/*.md results/tables/*.tex results/reference/tables/"
+        " && for f in results/crops/*.png; do cp $f results/reference/crops-$(basename $f); done"
         " && cp results/ablations*.png results/reference/ 2>/dev/null || true"
         " && cp results/rd_curves.pdf {output}) > {log} 2>&1"
 
