@@ -41,7 +41,7 @@ def run(config: str, cores: int) -> float:
         wd, targets = prepare(config, Path(tmp))
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
         cmd = [str(Path(sys.executable).parent / "snakemake"), "--cores", str(cores), "--directory", str(wd),
-               "--snakefile", str(REPO / "Snakefile"), "--quiet", "all", *targets]
+               "--snakefile", str(REPO / "Snakefile"), *targets, "--quiet", "all"]
         t0 = time.perf_counter()
         res = subprocess.run(cmd, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
