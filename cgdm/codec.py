@@ -229,18 +229,24 @@ class BaseCodec(CompressionModel):
         size = tuple(x.shape[-2:])
         r = self._rate_index(rate_idx, x.size(0), x.device)
         y = self.g_a(self._pad(x))
-        y_g = y * self._gain(self.log_gain, r)
+        return self.compress_latents(y * self._gain(self.log_gain, r), self.syntax.analyse(y), r, size)
+
+    @torch.no_grad()
+    def compress_latents(self, y_g: Tensor, s: Tensor, r: Tensor, image_size: tuple[int, int]) -> dict:
+        """Entropy-code a gained latent ``y_g`` and an unquantised syntax vector ``s`` (the one coding
+        path: :meth:`compress` gives it the analysis transform's values, online optimisation its refined
+        ones; the decoder cannot tell the difference)."""
         z = self.h_a(y_g) * self._gain(self.log_hyper_gain, r)
         z_strings = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
         scales_hat, means_hat = self.h_s(z_hat * self._gain(self.log_hyper_inv_gain, r)).chunk(2, 1)
         indexes = self.gaussian_conditional.build_indexes(scales_hat)
         y_strings = self.gaussian_conditional.compress(y_g, indexes, means=means_hat)
-        s_strings, _ = self.syntax.compress(y)
+        s_strings = self.syntax.entropy_bottleneck.compress(s)
         return {
             "strings": {"y": y_strings, "z": z_strings, "syntax": s_strings},
             "shape": tuple(z.shape[-2:]),
-            "image_size": size,
+            "image_size": image_size,
             "rate_idx": r.tolist(),
         }
 

@@ -127,20 +127,7 @@ def online_compress(model, x: Tensor, rate_idx: int, steps: int, lr: float = 0.0
             if j["loss"] < best[0]["loss"]:
                 best = (j, y_g.detach().clone(), s.detach().clone())
     log.info("online optimisation: J %.5f -> %.5f in %d steps", history[0], best[0]["loss"], steps)
-    return {"compressed": compress_latents(base, best[1], best[2], rate, tuple(x.shape[-2:])),
+    return {"compressed": base.compress_latents(best[1], best[2], rate, tuple(x.shape[-2:])),
             "objective": history, "initial": first, "final": best[0]}
 
 
-@torch.no_grad()
-def compress_latents(base, y_g: Tensor, s: Tensor, rate: Tensor, image_size: tuple[int, int]) -> dict:
-    """Entropy-code given (gained) latent and syntax values exactly as ``BaseCodec.compress`` would code
-    the ones its analysis transform produces; the decoder cannot tell the difference."""
-    z = base.h_a(y_g) * base._gain(base.log_hyper_gain, rate)
-    z_strings = base.entropy_bottleneck.compress(z)
-    z_hat = base.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-    scales, means = base.h_s(z_hat * base._gain(base.log_hyper_inv_gain, rate)).chunk(2, 1)
-    indexes = base.gaussian_conditional.build_indexes(scales)
-    y_strings = base.gaussian_conditional.compress(y_g, indexes, means=means)
-    s_strings = base.syntax.entropy_bottleneck.compress(s)
-    return {"strings": {"y": y_strings, "z": z_strings, "syntax": s_strings}, "shape": tuple(z.shape[-2:]),
-            "image_size": image_size, "rate_idx": rate.tolist()}

@@ -85,11 +85,6 @@ class NeuralSyntax(nn.Module):
             s_hat = s_noisy
         return s_hat, likelihoods
 
-    def compress(self, y: Tensor) -> tuple[list[bytes], Tensor]:
-        s = self.analyse(y)
-        strings = self.entropy_bottleneck.compress(s)
-        return strings, self.entropy_bottleneck.decompress(strings, (1, 1))
-
     def decompress(self, strings: list[bytes]) -> Tensor:
         return self.entropy_bottleneck.decompress(strings, (1, 1))
 
