@@ -231,12 +231,17 @@ def compress_main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - t0
     except (ImageReadError, CheckpointError, CodecUnavailable, ValueError) as exc:
         return _fail(str(exc))
+    write_and_report(args.output, data, image.shape, args.rate, seconds)
+    return 0
+
+
+def write_and_report(output, data: bytes, shape: tuple[int, ...], rate: int, seconds: float) -> None:
+    """Write a compressed file and print its size as measured on disk (shared by both compress CLIs)."""
     from baselines.base import write_bitstream
 
-    info = write_bitstream(args.output, data, image.shape)
-    print(f"{args.output}: {image.shape[1]}x{image.shape[0]}, rate {args.rate}, {info.num_bytes} bytes, "
+    info = write_bitstream(output, data, shape)
+    print(f"{output}: {shape[1]}x{shape[0]}, rate {rate}, {info.num_bytes} bytes, "
           f"{info.bpp:.4f} bpp, {seconds:.2f} s")
-    return 0
 
 
 def decompress_main(argv: list[str] | None = None) -> int:

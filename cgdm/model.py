@@ -599,7 +599,7 @@ def compress_main(argv: list[str] | None = None) -> int:
     import argparse
     import time
 
-    from baselines.base import write_bitstream
+    from cgdm.coder import write_and_report
     from cgdm.imageio import ImageReadError, load_image
     from cgdm.zoo import CheckpointError
 
@@ -629,9 +629,7 @@ def compress_main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - t
     except (ImageReadError, CheckpointError, CodecUnavailable, ValueError, FileNotFoundError) as exc:
         return _fail(str(exc))
-    info = write_bitstream(args.output, data, image.shape)
-    print(f"{args.output}: {image.shape[1]}x{image.shape[0]}, rate {args.rate}, {info.num_bytes} bytes, "
-          f"{info.bpp:.4f} bpp, {seconds:.2f} s")
+    write_and_report(args.output, data, image.shape, args.rate, seconds)
     return 0
 
 
