@@ -35,7 +35,6 @@ import math
 import os
 import struct
 import sys
-import tempfile
 import time
 from functools import cached_property
 from pathlib import Path
@@ -48,6 +47,7 @@ import torch.nn.functional as F
 from baselines.base import Codec, CodecUnavailable
 from baselines.classical import check_rgb8
 from cgdm.download import DownloadError, download, sha256_file, sha256_matches
+from cgdm.zoo import atomic_torch_save
 
 #: total down-sampling factor of every supported architecture (g_a: 16, h_a: 4)
 PAD_MULTIPLE = 64
@@ -496,15 +496,7 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
         "final": stats, "seconds": elapsed, "ms_per_step": 1000 * elapsed / (steps * len(lambdas) or 1),
         "device": str(device), "compressai": str(compressai.__version__), "torch": str(torch.__version__),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        torch.save({"state_dict": states, "meta": meta}, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_torch_save({"state_dict": states, "meta": meta}, out)
     return meta
 
 

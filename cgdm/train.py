@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from cgdm.codec import ARCH, BaseCodec, estimate_bits
 from cgdm.results import config_hash
-from cgdm.zoo import save_checkpoint
+from cgdm.zoo import atomic_torch_save, save_checkpoint
 
 __all__ = ["DEFAULT_PARAMS", "main", "train_base"]
 
@@ -175,13 +175,11 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
         warnings.warn(f"{state_path} exists from an earlier run and will be overwritten (resume=False)")
 
     def save_state() -> None:
-        tmp = state_path.with_name(f".{state_path.name}.part")
-        torch.save({"step": step, "params_hash": phash, "params": p, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "crop_rng": generator.get_state(),
-                    # quantisation noise on a GPU comes from its own generator
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}, tmp)
-        os.replace(tmp, state_path)
+        atomic_torch_save({"step": step, "params_hash": phash, "params": p, "model": model.state_dict(),
+                           "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
+                           "torch_rng": torch.get_rng_state(), "crop_rng": generator.get_state(),
+                           # quantisation noise on a GPU comes from its own generator
+                           "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}, state_path)
 
     lam = torch.tensor(lambdas, device=device)
     total = int(p["steps"])

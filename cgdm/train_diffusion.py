@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from cgdm.consistency import deviation_loss
 from cgdm.model import DECODER_ARCH, CGDMDecoder, DecoderConfig, Variant, load_base
 from cgdm.results import config_hash
-from cgdm.zoo import save_checkpoint
+from cgdm.zoo import atomic_torch_save, save_checkpoint
 
 __all__ = ["DEFAULT_PARAMS", "PAPER_PARAMS", "decoder_config", "train_decoder"]
 
@@ -195,10 +195,8 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
         warnings.warn(f"{state_path} exists from an earlier run and will be overwritten (resume=False)")
 
     def save_state() -> None:
-        tmp = state_path.with_name(f".{state_path.name}.part")
-        torch.save({"step": step, "params_hash": phash, "params": p, "model": decoder.state_dict(),
-                    "optimizer": optimizer.state_dict(), "rng": generator.get_state()}, tmp)
-        os.replace(tmp, state_path)
+        atomic_torch_save({"step": step, "params_hash": phash, "params": p, "model": decoder.state_dict(),
+                           "optimizer": optimizer.state_dict(), "rng": generator.get_state()}, state_path)
 
     factor = int(p["factor"] or 2 * config.unshuffle)
     if int(p["patch_size"]) % factor:
