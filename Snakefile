@@ -15,6 +15,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -32,11 +35,19 @@ include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
 
 
+DEFAULT_PRODUCTS = [
+    "results/rd_curves.pdf",
+    "results/tables/rd_table.md",
+    *expand("results/crops/{dataset}.png", dataset=DATASETS),
+]
+
+
 rule all:
     input:
-        "results/rd_curves.pdf",
-        "results/tables/rd_table.md",
-        expand("results/crops/{dataset}.png", dataset=DATASETS),
+        # under `snakemake --report`: what exists of these and of the optional products (common.smk)
+        report_view(DEFAULT_PRODUCTS),
+    params:
+        not_built=not_built_yet(DEFAULT_PRODUCTS),
     default_target: True
 
 

@@ -1,4 +1,5 @@
-"""Classical image codecs: JPEG, WebP, AVIF, JPEG 2000 (through Pillow), BPG and VTM (through their
+"""Classical image codecs: JPEG, WebP, AVIF, JPEG 2000 (through Pillow), HEVC intra in HEIF (through
+pillow-heif: libheif + x265), JPEG XL (through imagecodecs: libjxl), BPG and VTM (through their
 command-line programs).
 
 Rate values
@@ -22,6 +23,8 @@ JPEG     libjpeg quality              1 .. 100           higher
 WebP     libwebp quality              0 .. 100           higher
 AVIF     libavif quality              0 .. 100           higher
 JPEG2000 compression ratio (24/bpp)   1 .. 2000          lower
+HEIC     x265 QP (constant)           0 .. 51            lower
+JPEGXL   Butteraugli distance         0.05 .. 25         lower
 BPG      HEVC QP                      0 .. 51            lower
 VTM      VVC QP                       0 .. 63            lower
 ======== ============================ ================== ===============================
@@ -116,6 +119,9 @@ class ClassicalCodec(Codec):
     """
 
     kind: ClassVar[str] = "classical"
+    #: False for codecs whose size is not monotone in the quality parameter at fine steps (JPEG XL):
+    #: bpp matching then also tries the two levels just outside the bisection's final bracket
+    monotone_sizes: ClassVar[bool] = True
 
     def __init__(self, name: str, models=None, device: str = "cpu", rate_mode: str = "quality",
                  match: str = "closest", **params: Any):
@@ -185,10 +191,14 @@ class ClassicalCodec(Codec):
                 lo = mid
             else:
                 hi = mid
+        candidates = [lo, hi]
+        if not self.monotone_sizes:   # a neighbour just outside the bracket can be closer
+            candidates += [i for i in (lo - 1, hi + 1) if 0 <= i < len(levels)]
         if self.match == "at_most":
-            best = hi if bpp(hi) == target_bpp else lo
+            below = [i for i in candidates if bpp(i) <= target_bpp]
+            best = max(below, key=bpp) if below else lo
         else:
-            best = min((lo, hi), key=lambda i: abs(bpp(i) - target_bpp))
+            best = min(candidates, key=lambda i: abs(bpp(i) - target_bpp))
         return levels[best], cache[best]
 
 
@@ -341,6 +351,148 @@ class JPEG2000(PillowCodec):
     def save_kwargs(self, quality):
         return {"quality_mode": "rates", "quality_layers": [float(quality)], "irreversible": True,
                 "mct": 1, "no_jp2": True}
+
+
+# -------------------------------------------------------------------------------------------------
+# library codecs outside Pillow: HEVC intra (HEIF) and JPEG XL
+# -------------------------------------------------------------------------------------------------
+
+_HEIF_INSTALL = "pip install 'pillow-heif>=1.1' (its wheels bundle libheif with the x265 encoder and libde265)"
+_JXL_INSTALL = "pip install 'imagecodecs>=2024.1' (its wheels bundle libjxl)"
+
+
+class HEIC(ClassicalCodec):
+    """HEVC intra (x265) in a HEIF container, through pillow-heif/libheif: the HEVC-class baseline that
+    needs no external program (BPG's codec family; BPG itself needs ``bpgenc``). Rate = **x265 QP**
+    0..51 (lower = more bits), constant over the picture, as in BPG (``bpgenc -q``): the QP is handed to
+    x265 as ``x265:qp``, which puts it in constant-QP mode and overrides libheif's quality-to-CRF mapping
+    (``CRF = (100 - quality) // 2``, with adaptive quantisation under libheif's default tune).
+
+    params: ``chroma`` ``"444"`` (default, like BPG's and CompressAI's published HEVC runs) | ``"422"`` |
+    ``"420"``; ``preset`` x265 preset (default ``"veryslow"``, the one ``bpgenc -m 8`` selects);
+    ``tune`` (default ``"ssim"``, libbpg's choice; with a constant QP it only switches psycho-visual RDO
+    off, as ``"psnr"`` does). RGB goes to YCbCr with BT.601 full range (libheif's sRGB default, as in
+    libbpg), signalled in an nclx box. The file is a complete .heic (ftyp/meta/mdat boxes, one picture,
+    no grid, no EXIF/XMP/thumbnail): its container bytes are counted in the rate (about 380 bytes with
+    the HEVC parameter sets, i.e. about 0.008 bpp on a Kodak image, which matters at the lowest rates;
+    BPG's header is a few tens of bytes).
+    """
+
+    extension = ".heic"
+    levels = tuple(range(51, -1, -1))
+
+    def __init__(self, name, models=None, device="cpu", chroma: str = "444", preset: str = "veryslow",
+                 tune: str = "ssim", **params):
+        super().__init__(name, models=models, device=device, **params)
+        if str(chroma) not in ("444", "422", "420"):
+            raise ValueError(f"codec {name!r}: chroma must be '444', '422' or '420', got {chroma!r}")
+        presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                   "veryslow", "placebo")
+        if preset not in presets:
+            raise ValueError(f"codec {name!r}: preset must be one of {', '.join(presets)}, got {preset!r}")
+        if tune not in ("psnr", "ssim", "grain", "fastdecode"):
+            raise ValueError(f"codec {name!r}: tune must be psnr, ssim, grain or fastdecode, got {tune!r}")
+        self.chroma, self.preset, self.tune = str(chroma), preset, tune
+
+    def check_quality(self, quality):
+        super().check_quality(quality)
+        return int(round(quality))
+
+    @staticmethod
+    def _lib():
+        try:
+            import pillow_heif
+        except ImportError as exc:
+            raise CodecUnavailable(f"HEIC: pillow-heif is not installed ({exc}); {_HEIF_INSTALL}") from exc
+        return pillow_heif
+
+    def check_available(self) -> None:
+        encoders = self._lib().libheif_info().get("encoders", {})
+        if "x265" not in encoders:
+            raise CodecUnavailable(f"{self.name}: this libheif has no x265 encoder (encoders: "
+                                   f"{', '.join(encoders) or 'none'}); {_HEIF_INSTALL}")
+
+    @cached_property
+    def version(self) -> str:
+        try:
+            lib = self._lib()
+        except CodecUnavailable:
+            return "unavailable"
+        info = lib.libheif_info()
+        x265 = info.get("encoders", {}).get("x265", "no x265")
+        de265 = info.get("decoders", {}).get("libde265", "no libde265")
+        return (f"pillow-heif {lib.__version__}, libheif {info.get('libheif', 'unknown')}, {x265}, {de265} "
+                f"({self.chroma}, 8-bit, constant QP, preset {self.preset}, tune {self.tune})")
+
+    def encode_quality(self, image: np.ndarray, quality: float) -> bytes:
+        lib = self._lib()
+        h, w = image.shape[:2]
+        buf = io.BytesIO()
+        # a fresh enc_params dict per call: pillow-heif writes the chroma into the dict it is given.
+        # "x265:qp" is parsed by x265 after libheif's own settings: constant QP, libheif's CRF unused.
+        lib.encode("RGB", (w, h), image.tobytes(), buf, quality=50, chroma=self.chroma,
+                   enc_params={"preset": self.preset, "tune": self.tune, "x265:qp": str(int(quality))},
+                   save_nclx_profile=True, tile_size=0, exif=None, xmp=None)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> np.ndarray:
+        heif = self._lib().open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
+        return to_rgb8(heif.to_pillow())
+
+
+class JPEGXL(ClassicalCodec):
+    """JPEG XL (libjxl, lossy VarDCT) through imagecodecs. Rate = **Butteraugli distance** 0.05 .. 25
+    (libjxl's own quality parameter; lower = more bits; 1.0 is "visually lossless", 25 is the most
+    libjxl allows, which ends this codec's range at about 0.1 bpp on Kodak).
+
+    params: ``effort`` 1..9 (default 7, libjxl's default); one thread, so runs are reproducible. The
+    output is a bare JPEG XL codestream (no ISOBMFF container), so no container bytes are counted.
+    """
+
+    extension = ".jxl"
+    # distances from 25 down to 0.05 on a log grid, ordered by growing size (about 2.6 % apart); at such
+    # steps libjxl's size is not strictly monotone in the distance (±1-2 %), hence ``monotone_sizes``
+    levels = tuple(float(d) for d in np.round(np.geomspace(25.0, 0.05, 240), 4))
+    monotone_sizes = False
+
+    def __init__(self, name, models=None, device="cpu", effort: int = 7, **params):
+        super().__init__(name, models=models, device=device, **params)
+        if not 1 <= int(effort) <= 9:
+            raise ValueError(f"codec {name!r}: effort must be 1..9, got {effort!r}")
+        self.effort = int(effort)
+
+    @staticmethod
+    def _lib():
+        try:
+            import imagecodecs
+        except ImportError as exc:
+            raise CodecUnavailable(f"JPEG XL: imagecodecs is not installed ({exc}); {_JXL_INSTALL}") from exc
+        if not imagecodecs.JPEGXL.available:
+            raise CodecUnavailable(f"JPEG XL: this imagecodecs build has no libjxl; {_JXL_INSTALL}")
+        return imagecodecs
+
+    def check_available(self) -> None:
+        self._lib()
+
+    @cached_property
+    def version(self) -> str:
+        try:
+            lib = self._lib()
+        except CodecUnavailable:
+            return "unavailable"
+        return f"imagecodecs {lib.__version__}, {lib.jpegxl_version()} (VarDCT, effort {self.effort})"
+
+    def encode_quality(self, image: np.ndarray, quality: float) -> bytes:
+        return bytes(self._lib().jpegxl_encode(image, distance=float(quality), effort=self.effort,
+                                               lossless=False, usecontainer=False, numthreads=1))
+
+    def decode(self, data: bytes) -> np.ndarray:
+        out = np.asarray(self._lib().jpegxl_decode(data, numthreads=1))
+        if out.ndim == 2:
+            out = np.repeat(out[:, :, None], 3, axis=2)
+        if out.dtype != np.uint8 or out.ndim != 3 or out.shape[2] != 3:
+            raise ValueError(f"codec {self.name!r}: decoded {out.dtype} {out.shape}, expected uint8 RGB")
+        return out
 
 
 # -------------------------------------------------------------------------------------------------
@@ -604,7 +756,7 @@ class VTM(ClassicalCodec):
 
 __all__ = [
     "RatePoint", "parse_rate", "check_rgb8", "ClassicalCodec", "PillowCodec",
-    "JPEG", "WebP", "AVIF", "JPEG2000", "BPG", "VTM",
+    "JPEG", "WebP", "AVIF", "JPEG2000", "HEIC", "JPEGXL", "BPG", "VTM",
     "rgb_to_ycbcr444", "ycbcr444_to_rgb", "write_yuv444", "read_yuv444",
     "BPG_INSTALL", "VTM_INSTALL",
 ]

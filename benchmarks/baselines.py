@@ -6,6 +6,8 @@
 Prints one line per (codec, rate): mean bpp (from the real bytes), mean RGB PSNR, and the mean / min
 encode and decode wall time per image. Codecs that cannot run here are listed with the reason.
 The first image of each codec is encoded once untimed (warm-up: library loading, model loading).
+The rows (and the unavailable codecs with their reasons) are saved with provenance to
+benchmarks/results/baselines.json (see benchmarks/_results.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from baselines.base import CodecUnavailable, make_codec  # noqa: E402
+from benchmarks._results import save  # noqa: E402
 from cgdm.imageio import list_images, load_image  # noqa: E402
 
 CLASSICAL = [
@@ -39,13 +42,16 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255.0**2 / mse)
 
 
-def bench(name: str, entry: dict, rates: list, images: list[np.ndarray], models: dict | None = None) -> None:
+def bench(name: str, entry: dict, rates: list, images: list[np.ndarray], models: dict | None = None) -> list[dict]:
+    """Time one codec at each rate; returns one row per rate (or one ``unavailable`` row)."""
     codec = make_codec(name, entry, models)
     try:
         codec.check_available()
     except CodecUnavailable as exc:
-        print(f"{name:<22} unavailable: {str(exc).splitlines()[0][:150]}")
-        return
+        reason = str(exc).splitlines()[0]
+        print(f"{name:<22} unavailable: {reason[:150]}")
+        return [{"codec": name, "status": f"unavailable: {reason}"}]
+    rows = []
     for rate in rates:
         codec.decode(codec.encode(images[0], rate))  # warm-up
         enc, dec, bpps, psnrs = [], [], [], []
@@ -62,6 +68,10 @@ def bench(name: str, entry: dict, rates: list, images: list[np.ndarray], models:
         ms = [1000 * f(t) for t in (enc, dec) for f in (np.mean, np.min)]
         print(f"{name:<22} {str(rate):<14} {np.mean(bpps):7.3f} {np.mean(psnrs):7.2f} "
               + " ".join(f"{v:9.1f}" for v in ms))
+        rows.append({"codec": name, "status": "ok", "rate": rate, "bpp": float(np.mean(bpps)),
+                     "psnr": float(np.mean(psnrs)), "encode_ms": ms[0], "encode_min_ms": ms[1], "decode_ms": ms[2],
+                     "decode_min_ms": ms[3], "n_images": len(images)})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="checkpoint of baselines.learned.train (CompressAITrained; repeatable)")
     ap.add_argument("--zoo", action="store_true", help="also CompressAI zoo models (downloads weights)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--codecs", nargs="+", metavar="NAME",
+                    help=f"only these classical codecs (default all: {' '.join(c[0] for c in CLASSICAL)})")
     args = ap.parse_args(argv)
+    unknown = set(args.codecs or []) - {c[0] for c in CLASSICAL}
+    if unknown:
+        ap.error(f"unknown codecs {sorted(unknown)}; choose from {[c[0] for c in CLASSICAL]}")
 
     import torch
 
@@ -83,18 +98,22 @@ def main(argv: list[str] | None = None) -> int:
           f"torch threads {args.threads}")
     print(f"{'codec':<22} {'rate':<14} {'bpp':>7} {'PSNR':>7} "
           + " ".join(f"{h:>9}" for h in ("enc ms", "enc min", "dec ms", "dec min")))
+    rows = []
     for name, cls, params, rates in CLASSICAL:
-        bench(name, {"class": cls, "params": params}, rates, images)
+        if args.codecs is None or name in args.codecs:
+            rows += bench(name, {"class": cls, "params": params}, rates, images)
     for ckpt in args.checkpoint:
         from baselines.learned import load_checkpoint
 
         meta = load_checkpoint(ckpt)["meta"]
-        bench(f"{meta['arch']}-trained", {"class": "baselines.learned.CompressAITrained"},
-              list(range(len(meta["lambdas"]))), images, {"net": ckpt})
+        rows += bench(f"{meta['arch']}-trained", {"class": "baselines.learned.CompressAITrained"},
+                      list(range(len(meta["lambdas"]))), images, {"net": ckpt})
     if args.zoo:
         for arch, q in (("bmshj2018-hyperprior", 3), ("mbt2018-mean", 3), ("mbt2018", 3), ("cheng2020-anchor", 3)):
-            bench(f"{arch}-zoo", {"class": "baselines.learned.CompressAIZoo",
-                                  "params": {"arch": arch, "qualities": [q]}}, [q], images)
+            rows += bench(f"{arch}-zoo", {"class": "baselines.learned.CompressAIZoo",
+                                          "params": {"arch": arch, "qualities": [q]}}, [q], images)
+    save("baselines", {"images": [p.stem for p in paths], "size": f"{images[0].shape[1]}x{images[0].shape[0]}",
+                       "threads": args.threads, "rows": rows})
     return 0
 
 

@@ -7,6 +7,9 @@ image equals the forward pass bit for bit. Prints the per-rate means.
 
     python benchmarks/bitstream.py --model resources/models/cgdm_base.pth
     python benchmarks/bitstream.py --train-steps 1500          # trains a quick model first
+
+The per-rate means, the per-image rows and the run's provenance are saved to
+benchmarks/results/bitstream.json (see benchmarks/_results.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 # Run as a script, this folder is sys.path[0]; a benchmark named like a package (benchmarks/baselines.py)
 # would then shadow that package. Drop the folder: this script imports nothing from it.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# ...and put the repository root first, for benchmarks._results (the shared save helper)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import pandas as pd
@@ -27,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from baselines.base import write_bitstream
+from benchmarks._results import save
 from cgdm.bitstream import read_cgdm
 from cgdm.codec import estimate_bits
 from cgdm.coder import BaseCoder, image_to_tensor, tensor_to_image
@@ -101,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         print(summary.to_string())
     print(f"all decodes bit-exact with the forward pass: {bool(df['bit_exact'].all())}; "
           f"all files within 1 % + 32 bytes of the estimate: {bool(df['within_1pct_32B'].all())}")
+    save("bitstream", {
+        "model": str(model_spec), "model_meta": {k: meta.get(k) for k in ("arch", "steps", "N", "M", "lambdas",
+                                                                          "ms_per_step")},
+        "images": args.images, "n_images": len(paths), "device": args.device, "threads": args.threads,
+        "per_rate": summary, "all_bit_exact": bool(df["bit_exact"].all()),
+        "all_within_1pct_32B": bool(df["within_1pct_32B"].all()), "rows": df})
     return 0
 
 

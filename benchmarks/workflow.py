@@ -5,7 +5,8 @@
 
 Each run starts from an empty working folder (fresh copy of the config; nothing cached but the
 installed environment), so it measures training + encoding + metrics + report. Prints wall seconds per
-core count and the speed-up relative to 1 core.
+core count and the speed-up relative to 1 core, and saves them with provenance to
+benchmarks/results/workflow-<config>.json (see benchmarks/_results.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks._results import save  # noqa: E402
 
 
 def prepare(config: str, work: Path) -> tuple[Path, list[str]]:
@@ -61,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         times[c] = run(args.config, c)
         print(f"--cores {c}: {times[c]:.1f} s")
     base = times.get(1) or times[args.cores[0]]
-    for c, t in times.items():
-        print(f"speed-up at {c} cores: {base / t:.2f}x")
+    speedup = {c: base / t for c, t in times.items()}
+    for c in times:
+        print(f"speed-up at {c} cores: {speedup[c]:.2f}x")
+    save(f"workflow-{args.config}", {"config": args.config, "cores": args.cores,
+                                     "runs": [{"cores": c, "wall_s": times[c], "speedup": speedup[c]} for c in times]})
     return 0
 
 

@@ -22,7 +22,10 @@ exactly at a section boundary.
 Reading validates everything before any entropy decoding: magic, version, framing within the file, CRC,
 known section types and flags, non-zero image size. Every problem raises a :class:`BitstreamError`
 subclass with a message that says what is wrong and what to do; no input makes the reader crash, hang
-or allocate more than the file size.
+or allocate more than the file size. A valid container can still declare an image of up to
+65535 x 65535: :func:`check_pixel_budget` (and the decoders' section and memory checks in
+:mod:`cgdm.coder`) refuse that before anything is allocated, and :mod:`cgdm.rans_guard` keeps the
+entropy decoder inside its streams.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "HEADER_SIZE",
     "KNOWN_FLAGS",
     "MAGIC",
+    "MAX_PIXELS",
     "MODEL_IDS",
     "NO_BOUNDARY",
     "NO_CONSISTENCY",
@@ -50,9 +54,11 @@ __all__ = [
     "CGDMHeader",
     "CorruptedFile",
     "ModelMismatch",
+    "ResourceLimit",
     "TruncatedFile",
     "UnsupportedVersion",
     "check_model",
+    "check_pixel_budget",
     "flag_names",
     "read_cgdm",
     "read_header",
@@ -120,6 +126,26 @@ class TruncatedFile(BitstreamError):
 
 class CorruptedFile(BitstreamError):
     """CRC mismatch or inconsistent content."""
+
+
+class ResourceLimit(BitstreamError):
+    """The file declares an image larger than this decoder may allocate (pixel budget, memory)."""
+
+
+#: default pixel budget of the decoders: Pillow's ``Image.MAX_IMAGE_PIXELS`` (its decompression-bomb
+#: limit, 1024 * 1024 * 1024 // 4 // 3 pixels, 89.5 MP). A header is 22 bytes and can declare
+#: 65535 x 65535 = 4.3 GP: the limit is checked before anything is allocated.
+MAX_PIXELS = 89_478_485
+
+
+def check_pixel_budget(header: CGDMHeader, max_pixels: int | None = MAX_PIXELS) -> None:
+    """Raise :class:`ResourceLimit` if the declared image has more than ``max_pixels`` pixels
+    (``None``: no limit)."""
+    pixels = header.width * header.height
+    if max_pixels is not None and pixels > max_pixels:
+        raise ResourceLimit(f"the file declares a {header.width}x{header.height} image ({pixels / 1e6:.1f} MP), more "
+                            f"than the decoder's pixel budget of {max_pixels / 1e6:.1f} MP; if you trust the "
+                            f"file, raise the budget (cgdm decompress --max-pixels {pixels}, API: max_pixels=)")
 
 
 @dataclass(frozen=True)

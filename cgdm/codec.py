@@ -40,6 +40,7 @@ from compressai.models.utils import conv, deconv
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
+from cgdm.rans_guard import guard
 from cgdm.syntax import NeuralSyntax
 
 __all__ = ["ARCH", "PAD_MULTIPLE", "BaseCodec", "NearestScaleGaussianConditional", "estimate_bits"]
@@ -51,6 +52,13 @@ PAD_MULTIPLE = 64
 #: levels of the Gaussian conditional's scale table (CompressAI: 64). With nearest-scale indexing
 #: (NearestScaleGaussianConditional) 128 levels put the y stream within ~0.05 % of its estimate.
 SCALE_TABLE_LEVELS = 128
+#: decoding synthesises images whose padded size exceeds this many pixels in horizontal strips of about
+#: this many pixels (peak memory bounded by the strip; smaller images take the exact whole-image path)
+SYNTHESIS_STRIP_PIXELS = 1 << 22
+#: latent rows of context on each side of a strip (receptive field of the synthesis, see synthesize_rows)
+SYNTHESIS_HALO = 2
+#: fewest latent rows per strip (very wide images): halo overhead at most 2 / 4
+SYNTHESIS_MIN_STRIP = 4
 
 
 class NearestScaleGaussianConditional(GaussianConditional):
@@ -194,6 +202,67 @@ class BaseCodec(CompressionModel):
         x_hat = self.g_s_head(features)
         return x_hat[..., :h, :w], features[..., : -(-h // 2), : -(-w // 2)]
 
+    # -- strip-wise synthesis (large images) --------------------------------------------------------
+    @staticmethod
+    def synthesis_strip_rows(y_shape: tuple[int, int], strip_pixels: int | None = None) -> int | None:
+        """Output rows per synthesis strip for a latent of ``y_shape`` (h, w), or ``None`` when the whole
+        image is synthesised at once (padded size up to ``strip_pixels``: the exact whole-image path).
+        Strips are multiples of 16 rows (one latent row) and hold about ``strip_pixels`` output pixels
+        (default: :data:`SYNTHESIS_STRIP_PIXELS`, read at call time so tests can lower it)."""
+        strip_pixels = SYNTHESIS_STRIP_PIXELS if strip_pixels is None else int(strip_pixels)
+        hy, wy = y_shape
+        if hy * wy * 256 <= strip_pixels:
+            return None
+        return 16 * max(SYNTHESIS_MIN_STRIP, strip_pixels // (wy * 256))
+
+    def synthesize_rows(self, y_hat: Tensor, syntax_hat: Tensor, top: int, bottom: int,
+                        image: bool = True, features: bool = True) -> tuple[Tensor | None, Tensor | None]:
+        """Rows ``[top, bottom)`` of the synthesis output, full width, computed from the latent rows they
+        depend on (``y_hat`` already divided by the gain, as given to the synthesis).
+
+        Returns ``(x_hat rows (B, 3, bottom - top, 16 w), features rows (B, N, (bottom - top) / 2, 8 w))``
+        of the *padded* image (crop to the image size yourself); ``top`` and ``bottom`` must be even.
+        Output row ``o`` of a transposed convolution (kernel 5, stride 2, padding 2) reads input rows
+        ``(o - 2) / 2 .. (o + 2) / 2``; GDN and the syntax 1x1 convolution are per position. Through the
+        four upsampling layers a missing latent row ``j`` therefore reaches output rows ``16 j - 30`` to
+        ``16 j + 14``, so ``SYNTHESIS_HALO`` = 2 latent rows of context (1 would do above, 2 are needed
+        below) make the rows equal to the whole-image synthesis up to float summation order (tested in
+        tests/test_tiled_synthesis.py, which also checks that a smaller halo fails)."""
+        if top % 2 or bottom % 2 or not 0 <= top < bottom <= 16 * y_hat.shape[-2]:
+            raise ValueError(f"rows [{top}, {bottom}) must be even and inside the synthesis output "
+                             f"(0..{16 * y_hat.shape[-2]})")
+        a = max(0, top // 16 - SYNTHESIS_HALO)
+        b = min(y_hat.shape[-2], -(-bottom // 16) + SYNTHESIS_HALO)
+        f = self.syntax.modulate(self.g_s_body(y_hat[..., a:b, :]), syntax_hat)
+        x = self.g_s_head(f)[..., top - 16 * a:bottom - 16 * a, :] if image else None
+        f = f[..., top // 2 - 8 * a:bottom // 2 - 8 * a, :] if features else None
+        return x, f
+
+    def synthesize(self, y_hat: Tensor, syntax_hat: Tensor, size: tuple[int, int], features: bool = True,
+                   strip_pixels: int | None = None) -> tuple[Tensor, Tensor | None]:
+        """``(x_hat, features)`` cropped to ``size`` (features to half of it), like the forward pass.
+
+        Images whose padded size exceeds ``strip_pixels`` are synthesised in horizontal strips written
+        into preallocated outputs, so the transform's activations (N channels at 1/2 resolution, ~0.5 GB
+        each at 3840x2160) are bounded by the strip, not the image; smaller ones take the whole-image
+        path. ``features=False`` skips the feature output (the base codec alone needs only pixels)."""
+        rows = self.synthesis_strip_rows(tuple(y_hat.shape[-2:]), strip_pixels)
+        if rows is None:
+            x_hat, f = self._synthesize(y_hat, syntax_hat, size)
+            return x_hat, (f if features else None)
+        h, w = size
+        b = y_hat.shape[0]
+        x_hat = y_hat.new_empty((b, 3, h, w))
+        feats = y_hat.new_empty((b, self.N, -(-h // 2), -(-w // 2))) if features else None
+        for top in range(0, h, rows):
+            bottom = min(h + h % 2, top + rows)  # even, so the feature rows line up
+            x, f = self.synthesize_rows(y_hat, syntax_hat, top, bottom, features=features)
+            x_hat[..., top:min(h, bottom), :] = x[..., :min(h, bottom) - top, :w]
+            if features:
+                feats[..., top // 2:bottom // 2, :] = f[..., : -(-w // 2)]
+            del x, f
+        return x_hat, feats
+
     # -- training / estimation ---------------------------------------------------------------------
     def forward(self, x: Tensor, rate_idx: int | Tensor) -> dict:
         self._check_input(x)
@@ -252,24 +321,43 @@ class BaseCodec(CompressionModel):
 
     @torch.no_grad()
     def decompress(self, strings: dict[str, list[bytes]], rate_idx: int | Tensor,
-                   image_size: tuple[int, int]) -> dict:
-        """Inverse of :meth:`compress`. Returns ``x_hat`` (clamped to [0, 1]), ``features``, ``syntax``."""
+                   image_size: tuple[int, int], features: bool = True, synthesize: bool = True) -> dict:
+        """Inverse of :meth:`compress`. Returns ``x_hat`` (clamped to [0, 1]), ``features`` (``None`` with
+        ``features=False``), ``syntax``. Large images are synthesised in strips (:meth:`synthesize`).
+
+        ``synthesize=False`` stops after entropy decoding and returns ``y_hat`` (divided by the gain),
+        ``syntax_hat`` (B, D, 1, 1) and ``syntax``, for callers that synthesise rows on demand
+        (:meth:`synthesize_rows`; full CGDM on large images)."""
         for key in ("y", "z", "syntax"):
             if key not in strings:
                 raise ValueError(f"missing stream {key!r}")
         batch = len(strings["z"])
         if not (len(strings["y"]) == len(strings["syntax"]) == batch):
             raise ValueError("streams y, z and syntax must hold one string per image each")
+        y_hat, syntax_hat = self.decode_latents(strings, rate_idx, image_size)
+        if not synthesize:
+            return {"y_hat": y_hat, "syntax_hat": syntax_hat, "syntax": syntax_hat.flatten(1)}
+        x_hat, feats = self.synthesize(y_hat, syntax_hat, tuple(image_size), features=features)
+        return {"x_hat": x_hat.clamp_(0, 1), "features": feats, "syntax": syntax_hat.flatten(1)}
+
+    @torch.no_grad()
+    def decode_latents(self, strings: dict[str, list[bytes]], rate_idx: int | Tensor,
+                       image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Entropy decoding alone: ``(y_hat / gain, syntax_hat)``, the input of :meth:`synthesize` /
+        :meth:`synthesize_rows` (all at latent resolution: 1/256 of the pixels). No input checks: use
+        :meth:`decompress`, or check ``strings`` as it does."""
         device = next(self.parameters()).device
-        r = self._rate_index(rate_idx, batch, device)
+        r = self._rate_index(rate_idx, len(strings["z"]), device)
         _, z_shape = self.latent_shapes(image_size)
+        # every stream is decoded inside a zero-padded copy and must end exactly where it ends
+        # (cgdm.rans_guard: CompressAI's decoder never checks the length of its input)
+        guard(self.entropy_bottleneck, self.gaussian_conditional, self.syntax.entropy_bottleneck)
         z_hat = self.entropy_bottleneck.decompress(strings["z"], z_shape)
         scales_hat, means_hat = self.h_s(z_hat * self._gain(self.log_hyper_inv_gain, r)).chunk(2, 1)
         indexes = self.gaussian_conditional.build_indexes(scales_hat)
+        del scales_hat
         y_hat = self.gaussian_conditional.decompress(strings["y"], indexes, means=means_hat)
-        syntax_hat = self.syntax.decompress(strings["syntax"])
-        x_hat, features = self._synthesize(y_hat * self._gain(self.log_inv_gain, r), syntax_hat, tuple(image_size))
-        return {"x_hat": x_hat.clamp_(0, 1), "features": features, "syntax": syntax_hat.flatten(1)}
+        return y_hat.mul_(self._gain(self.log_inv_gain, r)), self.syntax.decompress(strings["syntax"])
 
 
 def estimate_bits(likelihoods: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -23,12 +23,15 @@ import numpy as np
 from baselines.base import Codec, CodecUnavailable
 from cgdm.bitstream import (
     HEADER_SIZE,
+    MAX_PIXELS,
     SECTION_TYPES,
     BitstreamError,
     CGDMHeader,
     CorruptedFile,
     ModelMismatch,
+    ResourceLimit,
     check_model,
+    check_pixel_budget,
     flag_names,
     read_cgdm,
     write_cgdm,
@@ -42,8 +45,10 @@ __all__ = [
     "MODEL_ID",
     "BaseCoder",
     "CGDMBaseCodec",
+    "check_decode_resources",
     "compress_main",
     "decompress_main",
+    "estimate_decode_bytes",
     "image_to_tensor",
     "info_main",
     "tensor_to_image",
@@ -69,6 +74,105 @@ def tensor_to_image(x: torch.Tensor) -> np.ndarray:
     import torch
 
     return x[0].clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+# -- checks before decoding a file ------------------------------------------------------------------
+def _min_bits_per_symbol(entropy_model) -> list[float]:
+    """Per distribution (CDF row) of a CompressAI entropy model: the fewest bits any symbol can cost,
+    log2(2^16 / largest quantised frequency)."""
+    import torch
+
+    cdf = entropy_model._quantized_cdf.long()
+    lengths = entropy_model._cdf_length.long()
+    freqs = cdf[:, 1:] - cdf[:, :-1]
+    valid = torch.arange(freqs.shape[1])[None, :] < (lengths[:, None] - 1)
+    top = torch.where(valid, freqs, torch.zeros_like(freqs)).amax(1).clamp_min(1).double()
+    return (16 - torch.log2(top)).tolist()
+
+
+def min_stream_bytes(model, height: int, width: int) -> dict[str, int]:
+    """A sound lower bound on the length of each stream of a ``height`` x ``width`` image, from the
+    model's CDF tables: rANS encoding multiplies its state by at least 2^16 / freq >= 2^c_min per symbol
+    (less a rounding loss < 5e-5 bits) and the final flush writes 64 bits, so a stream of n symbols has
+    at least n * (c_min - 1e-4) - 64 bits. Usually weak (a flat image is legitimately tiny) but free."""
+    (hy, wy), (hz, wz) = model.latent_shapes((height, width))
+    z_cost = sum(_min_bits_per_symbol(model.entropy_bottleneck)) * hz * wz
+    y_cost = max(0.0, min(_min_bits_per_symbol(model.gaussian_conditional)) - 1e-4) * model.M * hy * wy
+    s_cost = sum(_min_bits_per_symbol(model.syntax.entropy_bottleneck))
+    n = {"hyper": model.N * hz * wz, "main": model.M * hy * wy, "syntax": model.syntax_dim}
+    bits = {"hyper": z_cost - 1e-4 * n["hyper"], "main": y_cost, "syntax": s_cost - 1e-4 * n["syntax"]}
+    return {name: max(8, 4 * int((b - 64) // 32)) for name, b in bits.items()}
+
+
+def estimate_decode_bytes(model, height: int, width: int, features: bool = False) -> int:
+    """Memory (bytes) that :meth:`BaseCodec.decompress` plus the conversion to uint8 must hold at once,
+    deliberately counted low so that a refusal is always right (the real peak is higher; see
+    ``benchmarks/decode.py``): the float output and the uint8 image (15 B per pixel), the features
+    (N / 4 floats per pixel) if kept, per latent symbol (M / 256 per padded pixel) the decoded value,
+    mean and scale (12 B) and the index and value lists CompressAI builds in Python (>= 16 B), and
+    300 MB for the runtime and weights."""
+    from cgdm.codec import PAD_MULTIPLE
+
+    hp, wp = -(-height // PAD_MULTIPLE) * PAD_MULTIPLE, -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
+    total = 15 * height * width + 28 * model.M * hp * wp // 256
+    if features:
+        total += model.N * hp * wp
+    return total + (300 << 20)
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still allocate: the smaller of the free address space under RLIMIT_AS and
+    the system's MemAvailable (None when neither is known)."""
+    limits = []
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status") as f:
+                vm = next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:")), 0)
+            limits.append(soft - vm)
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
+        if avail is not None:
+            limits.append(avail)
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_decode_resources(model, header: CGDMHeader, sections: dict[str, bytes], max_pixels: int | None = MAX_PIXELS,
+                           extra_bytes: int = 0, features: bool = False) -> None:
+    """Everything that can be said about a file before decoding it, cheapest first; raises
+    :class:`~cgdm.bitstream.ResourceLimit` or :class:`~cgdm.bitstream.CorruptedFile`.
+
+    1. the pixel budget (:func:`~cgdm.bitstream.check_pixel_budget`);
+    2. every stream is whole 32-bit words (CompressAI's coder writes nothing else) and at least as long
+       as the fewest bytes that can hold the declared image's symbols (:func:`min_stream_bytes`);
+    3. the memory the decode must hold at once (:func:`estimate_decode_bytes` + ``extra_bytes``, for the
+       diffusion decoder) fits in :func:`available_memory`.
+    """
+    check_pixel_budget(header, max_pixels)
+    missing = [name for name in _STREAMS if name not in sections]
+    if missing:
+        raise CorruptedFile(f"file lacks the sections {missing} that the base codec needs")
+    for name in _STREAMS:
+        n = len(sections[name])
+        if n < 8 or n % 4:
+            raise CorruptedFile(f"section {name!r} has {n} bytes; a range-coded stream is at least two 4-byte "
+                                "words and a whole number of them")
+    for name, least in min_stream_bytes(model, header.height, header.width).items():
+        if len(sections[name]) < least:
+            raise CorruptedFile(f"corrupted file: section {name!r} has {len(sections[name])} bytes, but a "
+                                f"{header.width}x{header.height} image needs at least {least} with this model")
+    need = estimate_decode_bytes(model, header.height, header.width, features) + extra_bytes
+    free = available_memory()
+    if free is not None and need > free:
+        raise ResourceLimit(f"decoding the {header.width}x{header.height} image needs at least {need / 2**30:.1f} GiB, "
+                            f"but only {free / 2**30:.1f} GiB are available (free memory / address-space limit)")
 
 
 class BaseCoder:
@@ -111,27 +215,25 @@ class BaseCoder:
         sections = {name: enc["strings"][stream][0] for name, stream in _STREAMS.items()}
         return write_cgdm(header, sections)
 
-    def decode_tensors(self, data: bytes) -> tuple[CGDMHeader, dict]:
-        """.cgdm bytes -> ``(header, {"x_hat", "features", "syntax"})``; every check happens before
-        entropy decoding."""
+    def decode_tensors(self, data: bytes, max_pixels: int | None = MAX_PIXELS,
+                       features: bool = True) -> tuple[CGDMHeader, dict]:
+        """.cgdm bytes -> ``(header, {"x_hat", "features", "syntax"})``.
+
+        Every check that needs no decoding happens first (:func:`check_decode_resources`: pixel budget
+        ``max_pixels``, stream lengths, memory); the entropy decoder then runs inside each stream and
+        must end exactly at its end (:mod:`cgdm.rans_guard`). Errors are
+        :class:`~cgdm.bitstream.BitstreamError`."""
         header, sections = read_cgdm(data)
+        check_pixel_budget(header, max_pixels)
         check_model(header, MODEL_ID, self.weights_hash, self.num_rates)
-        missing = [name for name in _STREAMS if name not in sections]
-        if missing:
-            raise CorruptedFile(f"file lacks the sections {missing} that the base codec needs")
-        for name in _STREAMS:
-            # CompressAI's rANS coder writes whole 32-bit words; anything else would make it read past
-            # the end of the string
-            if len(sections[name]) < 4 or len(sections[name]) % 4:
-                raise CorruptedFile(f"section {name!r} has {len(sections[name])} bytes; a range-coded stream is "
-                                    "a positive number of 4-byte words")
+        check_decode_resources(self.model, header, sections, max_pixels, features=features)
         strings = {stream: [sections[name]] for name, stream in _STREAMS.items()}
-        dec = self.model.decompress(strings, header.rate_idx, (header.height, header.width))
+        dec = self.model.decompress(strings, header.rate_idx, (header.height, header.width), features=features)
         return header, dec
 
-    def decode(self, data: bytes) -> np.ndarray:
-        """.cgdm bytes -> uint8 (H, W, 3)."""
-        return tensor_to_image(self.decode_tensors(data)[1]["x_hat"])
+    def decode(self, data: bytes, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+        """.cgdm bytes -> uint8 (H, W, 3). ``max_pixels``: refuse larger declared images (None: no limit)."""
+        return tensor_to_image(self.decode_tensors(data, max_pixels, features=False)[1]["x_hat"])
 
 
 # -- workflow codec -----------------------------------------------------------------------------------
@@ -244,26 +346,68 @@ def write_and_report(output, data: bytes, shape: tuple[int, ...], rate: int, sec
           f"{info.bpp:.4f} bpp, {seconds:.2f} s")
 
 
+def _max_pixels(text: str) -> int | None:
+    """``--max-pixels``: a positive integer, or 0 / ``none`` for no limit."""
+    if text.strip().lower() in ("0", "none"):
+        return None
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {text!r}")
+    return value
+
+
+def add_max_pixels_argument(p: argparse.ArgumentParser) -> None:
+    """``--max-pixels``, shared with the full-CGDM CLI (cgdm.model)."""
+    p.add_argument("--max-pixels", type=_max_pixels, default=MAX_PIXELS, metavar="N",
+                   help=f"refuse files that declare more than N pixels (default {MAX_PIXELS}, Pillow's "
+                        "MAX_IMAGE_PIXELS; 0 = no limit). Checked before anything is allocated")
+
+
+def one_line(exc: BaseException) -> str:
+    """An unexpected exception as one line (``cgdm decompress`` never prints a traceback)."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"decoding failed ({type(exc).__name__}: {text[:500]}); the file is damaged or was not written by this model"
+
+
 def decompress_main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="cgdm decompress", description="Decode a .cgdm file to PNG. Files of full "
-                                "CGDM (diffusion decoder) are passed on to cgdm.model with all their options.")
+                                "CGDM (diffusion decoder) are passed on to cgdm.model with all their options. "
+                                "Exit status 2 (one line on stderr) for any file that cannot be decoded.")
     p.add_argument("input", help=".cgdm file")
     p.add_argument("output", help="output PNG")
     p.add_argument("--model", help="checkpoint path or zoo name (default: the zoo model whose weights hash "
                                    "is in the file header)")
     p.add_argument("--device", default="cpu")
+    add_max_pixels_argument(p)
     # the full-CGDM decoder has more options (--decoder, ...): keep them until the header says who decodes
     args, extra = p.parse_known_args(argv)
-    from cgdm import zoo
-
     try:
         data = _read_bytes(args.input)
         header, _ = read_cgdm(data)
-        if header.model_id != MODEL_ID:
-            return _full_cgdm("decompress_main")(argv)
-        if extra:
-            p.error(f"unrecognized arguments for a base-codec file: {' '.join(extra)}")
+        # before importing torch or loading a model: a 22-byte header can declare 65535 x 65535
+        check_pixel_budget(header, args.max_pixels)
+    except BitstreamError as exc:
+        return _fail(str(exc))
+    if header.model_id != MODEL_ID:
+        if not any(a == "--decoder" or a.startswith("--decoder=") for a in extra):
+            return _fail(f"{args.input} is a full-CGDM file (model {header.model_id!r}): pass the diffusion decoder "
+                         "checkpoint that encoded it with --decoder (and the base codec with --model)")
+        return _full_cgdm("decompress_main")(argv)
+    if extra:
+        # one line like every other refusal: the file, not the command line, decides which options apply
+        return _fail(f"unrecognized arguments for a base-codec file: {' '.join(extra)} ({args.input} was written "
+                     f"by the base codec {MODEL_ID!r}, which has no diffusion decoder options)")
+    import warnings
+
+    # CompressAI's import-time torch.jit deprecation notice is not ours to report
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+    from cgdm import zoo
+
+    try:
         spec = args.model
         if spec is None:
             entry = zoo.find_by_weights_hash(header.weights_hash)
@@ -273,11 +417,16 @@ def decompress_main(argv: list[str] | None = None) -> int:
             spec = entry.name
         coder = BaseCoder.from_checkpoint(spec, args.device)
         t0 = time.perf_counter()
-        image = coder.decode(data)
+        image = coder.decode(data, max_pixels=args.max_pixels)
         seconds = time.perf_counter() - t0
+        save_png(args.output, image)
     except (BitstreamError, zoo.CheckpointError, CodecUnavailable) as exc:
         return _fail(str(exc))
-    save_png(args.output, image)
+    except MemoryError:
+        return _fail(f"out of memory decoding the {header.width}x{header.height} image; free memory or lower "
+                     "the limit that stopped it")
+    except Exception as exc:  # noqa: BLE001 - the CLI's contract: exit 2 and one line, never a traceback
+        return _fail(one_line(exc))
     print(f"{args.output}: {image.shape[1]}x{image.shape[0]}, {seconds:.2f} s")
     return 0
 

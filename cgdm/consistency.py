@@ -22,6 +22,7 @@ All tensors here are in the diffusion value range [-1, 1].
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -95,20 +96,33 @@ class ConsistencyBranch(nn.Module):
         """:meth:`forward` on horizontal strips of ``rows`` pixels (plus a halo covering the receptive
         field, so the result equals the whole-image one up to float rounding). Bounds the branch's
         intermediate activations (hidden channels at 1/4 resolution: ~0.5 GB each at 3840x2160)."""
-        r, s = self.unshuffle, self.feature_stride
         H = x_base.shape[-2]
-        rows = max(r, rows // r * r)
-        if H <= rows:
+        if H <= max(self.unshuffle, rows // self.unshuffle * self.unshuffle):
             return self.forward(base_features, x_base)
+        s = self.feature_stride
+        return self.forward_source(lambda a, b: (base_features[..., a // s:b // s, :], x_base[..., a:b, :]), H, rows)
+
+    def forward_source(self, source: Callable[[int, int], tuple[Tensor, Tensor]], height: int,
+                       rows: int = 256) -> tuple[Tensor, Tensor]:
+        """Strip-wise :meth:`forward` on inputs made on demand: ``source(a, b)`` returns the base features
+        and base reconstruction of image rows ``[a, b)`` (``a``, ``b`` multiples of ``unshuffle``). Decoding
+        of large images synthesises them per strip, so the full-resolution base features never exist.
+        The outputs are written into preallocated tensors (no second copy from concatenation)."""
+        r = self.unshuffle
+        rows = max(r, rows // r * r)
         halo = (self.radius + 1) * r
-        feats, images = [], []
-        for top in range(0, H, rows):
-            bottom = min(H, top + rows)
-            a, b = max(0, top - halo), min(H, bottom + halo)
-            f, x_c = self.forward(base_features[..., a // s:b // s, :], x_base[..., a:b, :])
-            feats.append(f[..., (top - a) // r:(bottom - a) // r, :])
-            images.append(x_c[..., top - a:bottom - a, :])
-        return torch.cat(feats, dim=-2), torch.cat(images, dim=-2)
+        feats = images = None
+        for top in range(0, height, rows):
+            bottom = min(height, top + rows)
+            a, b = max(0, top - halo), min(height, bottom + halo)
+            f, x_c = self.forward(*source(a, b))
+            if feats is None:
+                feats = f.new_empty((*f.shape[:2], height // r, f.shape[-1]))
+                images = x_c.new_empty((*x_c.shape[:2], height, x_c.shape[-1]))
+            feats[..., top // r:bottom // r, :] = f[..., (top - a) // r:(bottom - a) // r, :]
+            images[..., top:bottom, :] = x_c[..., top - a:bottom - a, :]
+            del f, x_c
+        return feats, images
 
 
 def _is_pow2(n: int) -> bool:

@@ -80,9 +80,10 @@ class RemoteFile:
 class Dataset:
     """One registry entry.
 
-    ``kind`` is ``"images"`` (every remote file is one image, stored as is), ``"archive"`` (one zip
-    file; every image file inside it, in whatever folder, is extracted with its folder dropped) or
-    ``"folder"`` (a local folder only: embedded data or a user-defined dataset).
+    ``kind`` is ``"images"`` (every remote file is one image, stored as is), ``"archive"`` (one or more
+    zip files; every image file inside them, in whatever folder, is extracted with its folder dropped,
+    and the images of all archives form the dataset) or ``"folder"`` (a local folder only: embedded data
+    or a user-defined dataset).
     """
 
     name: str
@@ -183,6 +184,15 @@ _ARCHIVES = [
      "4bf9d890e6785426fb41cb4f43df3d8cd6db25fafcc76fc1eb629141166d6529", "train/*.png", None),
 ]
 
+# Datasets made of several archives above: (name, description, split, [archive datasets]). "CLIC2020
+# test" in HiFiC's and MS-ILLM's results (baselines/published_data/SOURCES.md) is the challenge's whole
+# test set, professional + mobile; its published curves belong on this dataset, not on one half of it.
+# The archives are the same files (same URL, size, sha256), so a download for one half is reused.
+_UNIONS = [
+    ("clic2020-test", "CLIC 2020 test, professional + mobile (the whole test set)", "test",
+     ["clic2020-professional-test", "clic2020-mobile-test"]),
+]
+
 
 def _build_registry() -> dict[str, Dataset]:
     reg = {
@@ -203,6 +213,12 @@ def _build_registry() -> dict[str, Dataset]:
         home = "https://data.vision.ee.ethz.ch/cvl/DIV2K/" if "DIV2K" in url else "https://clic.compression.cc/2020/"
         reg[name] = Dataset(name=name, kind="archive", description=desc, split=split,
                             files=(RemoteFile(url, size, sha),), layout=layout, n_images=n, homepage=home)
+    for name, desc, split, parts in _UNIONS:
+        counts = [reg[p].n_images for p in parts]
+        reg[name] = Dataset(name=name, kind="archive", description=desc, split=split,
+                            files=tuple(f for p in parts for f in reg[p].files),
+                            layout=" + ".join(f"{reg[p].files[0].filename}: {reg[p].layout}" for p in parts),
+                            n_images=None if None in counts else sum(counts), homepage=reg[parts[0]].homepage)
     return reg
 
 
@@ -300,11 +316,11 @@ def _manual_help(ds: Dataset, root: Path) -> str:
     """How to provide the files of ``ds`` by hand (appended to every download error)."""
     files = ds.files
     if ds.kind == "archive":
-        (f,) = files
-        return (f"To provide it by hand: download {f.url} ({f.size:,} bytes, sha256 {f.sha256}) and put it "
-                f"at {root / DOWNLOADS / f.filename}, then re-run; or put it in a folder (or on an HTTP "
-                f"server) and set data.mirror in the config to that folder / base URL "
-                f"(CLI: cgdm download {ds.name} --mirror <folder-or-url>).")
+        where = "; ".join(f"download {f.url} ({f.size:,} bytes, sha256 {f.sha256}) and put it at "
+                          f"{root / DOWNLOADS / f.filename}" for f in files)
+        return (f"To provide it by hand: {where}, then re-run; or put {'them' if len(files) > 1 else 'it'} "
+                f"in a folder (or on an HTTP server) and set data.mirror in the config to that folder / base "
+                f"URL (CLI: cgdm download {ds.name} --mirror <folder-or-url>).")
     lines = [(f"To provide them by hand: put the {len(files)} files below in one folder and set data.mirror "
               f"in the config to it (CLI: cgdm download {ds.name} --mirror <folder>)")]
     if ds.embedded:
@@ -445,8 +461,10 @@ def _is_image_member(name: str) -> bool:
     return path.suffix.lower() in SUPPORTED_SUFFIXES
 
 
-def _extract_archive(ds: Dataset, archive: Path, out: Path, root: Path, progress: bool) -> dict[str, str]:
-    """Extract every image of the zip ``archive`` into ``out`` (flat) and return {name: sha256}."""
+def _extract_archive(ds: Dataset, archive: Path, out: Path, root: Path, progress: bool,
+                     taken: dict[str, str] | None = None) -> dict[str, str]:
+    """Extract every image of the zip ``archive`` into ``out`` (flat) and return {name: sha256}.
+    ``taken``: {lower-case name: origin} of images already extracted from other archives of ``ds``."""
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -454,7 +472,7 @@ def _extract_archive(ds: Dataset, archive: Path, out: Path, root: Path, progress
     sums: dict[str, str] = {}
     with zf:
         members = [m for m in zf.infolist() if not m.is_dir() and _is_image_member(m.filename)]
-        seen: dict[str, str] = {}
+        seen: dict[str, str] = dict(taken or {})
         for m in members:  # flattening must not silently overwrite: fail on any name collision
             key = PurePosixPath(m.filename).name.lower()
             if key in seen:
@@ -575,18 +593,28 @@ def prepare(name: str, root: str | os.PathLike = DEFAULT_ROOT, mirror: str | os.
                       resumable=False)
             return {rf.filename: rf.sha256 for rf in ds.files}
     elif ds.kind == "archive":
-        (rf,) = ds.files
-        cached = root / DOWNLOADS / rf.filename
-        archive = fetch(ds, rf, cached, root, mirror=mirror, timeout=timeout, progress=progress, copy_local=False)
+        # every archive is verified before anything is extracted; a dataset of several archives shares
+        # <root>/downloads with the datasets of each one (same file names, same checksums)
+        cached = [root / DOWNLOADS / rf.filename for rf in ds.files]
+        archives = [fetch(ds, rf, c, root, mirror=mirror, timeout=timeout, progress=progress, copy_local=False)
+                    for rf, c in zip(ds.files, cached)]
 
         def fill(tmp: Path) -> dict[str, str]:
-            return _extract_archive(ds, archive, tmp, root, progress)
+            sums: dict[str, str] = {}
+            origin: dict[str, str] = {}   # lower-case name -> "archive:name", across archives
+            for archive in archives:
+                new = _extract_archive(ds, archive, tmp, root, progress, origin if len(archives) > 1 else None)
+                origin.update({n.lower(): f"{archive.name}:{n}" for n in new})
+                sums.update(new)
+            return sums
     else:  # pragma: no cover - registry entries are built above
         raise DatasetError(f"dataset {ds.name!r}: unknown kind {ds.kind!r}")
 
     images = _install(ds, ds_dir, root, fill, progress)
-    if ds.kind == "archive" and not keep_archive and archive == cached:
-        cached.unlink(missing_ok=True)
+    if ds.kind == "archive" and not keep_archive:
+        for archive, c in zip(archives, cached):
+            if archive == c:
+                c.unlink(missing_ok=True)
     return images
 
 

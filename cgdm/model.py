@@ -385,6 +385,65 @@ class CGDM(nn.Module):
         # the base features (N channels at half resolution: ~0.5 GB at 3840x2160) are not needed for
         # sampling; drop this reference so callers that hand them over (decompress) free them now
         del features, x_hat
+        guide = self._guidance(x_c, options)
+        del x_c  # only its block means (in guide) are needed from here on
+        return self._sample(xb, feat, guide, syntax, rate_idx, options, boundary, progress, (H, W))
+
+    def _guidance(self, x_c: Tensor | None, options: SamplingOptions) -> ConsistencyGuidance | None:
+        if x_c is None or options.guidance <= 0:
+            return None
+        # block size 2 x unshuffle (8 px for the quick model): coarse enough that the texture the
+        # diffusion model adds is left alone; the training deviation loss uses the same blocks
+        return ConsistencyGuidance(x_c, options.guidance, options.bound, factor=2 * self.decoder.config.unshuffle)
+
+    @torch.no_grad()
+    def postprocess_latents(self, y_hat: Tensor, syntax_hat: Tensor, size: tuple[int, int], rate_idx: int,
+                            options: SamplingOptions | None = None, boundary: bool | None = None,
+                            progress: bool = False) -> Tensor:
+        """:meth:`postprocess` of an image given by its decoded latents (``BaseCodec.decompress(...,
+        synthesize=False)``), for large images: the base synthesis and the consistency branch run together
+        strip by strip (strips of ``BaseCodec.synthesis_strip_rows``), so neither the base features (N
+        channels at 1/2 resolution: 2.1 GB at 7680x4320) nor the branch's activations ever exist for the
+        whole image. Equals ``postprocess(base.synthesize(...))`` up to float summation order."""
+        options = options or self.options
+        boundary = self.boundary if boundary is None else boundary
+        self._check_tile(options)
+        dec, base = self.decoder, self.base
+        H, W = size
+        m, s = dec.multiple, dec.config.feature_stride
+        Hp, Wp = -(-H // m) * m, -(-W // m) * m
+        rows = base.synthesis_strip_rows(tuple(y_hat.shape[-2:])) or Hp
+        xb = y_hat.new_empty((y_hat.shape[0], 3, Hp, Wp))
+        with_features = dec.consistency is not None
+
+        def source(a: int, b: int) -> tuple[Tensor | None, Tensor]:
+            # rows [a, b) of the decoder's padded input: synthesised rows below H, replicate padding beyond,
+            # exactly as postprocess pads decompress's outputs
+            e = min(b, H)
+            x, f = base.synthesize_rows(y_hat, syntax_hat, a, e + e % 2, features=with_features)
+            x = pad_to(x[..., :e - a, :W].clamp_(0, 1).mul_(2).sub_(1), b - a, Wp)
+            xb[..., a:b, :] = x
+            if f is not None:
+                f = pad_to(f[..., : -(-W // 2)], (b - a) // s, Wp // s)
+            return f, x
+
+        if with_features:
+            feat, x_c = dec.consistency.forward_source(source, Hp, rows)
+        else:
+            feat = x_c = None
+            for top in range(0, Hp, rows):
+                source(top, min(Hp, top + rows))
+        guide = self._guidance(x_c, options)
+        del x_c
+        return self._sample(xb, feat, guide, syntax_hat.flatten(1), rate_idx, options, boundary, progress, (H, W))
+
+    def _sample(self, xb: Tensor, feat: Tensor | None, guide: ConsistencyGuidance | None, syntax: Tensor,
+                rate_idx: int, options: SamplingOptions, boundary: bool, progress: bool,
+                size: tuple[int, int]) -> Tensor:
+        """Diffusion sampling from the padded base reconstruction ``xb`` in [-1, 1] -> [0, 1], cropped to ``size``."""
+        dec = self.decoder
+        H, W = size
+        m = dec.multiple
         r = dec.config.unshuffle
         rate = torch.tensor([rate_idx], device=xb.device)
 
@@ -395,11 +454,6 @@ class CGDM(nn.Module):
                 [feat[..., tp // r:(tp + h) // r, lf // r:(lf + w) // r] for tp, lf, h, w in boxes])
             return dec(x_t, t, base, rate.expand(n), f, syntax.expand(n, -1))
 
-        guide = None
-        if x_c is not None and options.guidance > 0:
-            # block size 2 x unshuffle (8 px for the quick model): coarse enough that the texture the
-            # diffusion model adds is left alone; the training deviation loss uses the same blocks
-            guide = ConsistencyGuidance(x_c, options.guidance, options.bound, factor=2 * r)
         sampler = DDIMSampler(dec.schedule, options.steps, options.t0)
         gen = torch.Generator(device=xb.device).manual_seed(options.seed)
         if boundary:
@@ -407,7 +461,8 @@ class CGDM(nn.Module):
             out = sample_global(sampler, xb, predict, gen, tiling, guide, progress)
         else:
             out = sample_independent(sampler, xb, predict, gen, options.tile, guide, progress)
-        return ((out[..., :H, :W] + 1) / 2).clamp_(0, 1)
+        # in place: the sampler's output is ours, and three image-sized temporaries are 1.2 GB at 7680x4320
+        return out[..., :H, :W].add_(1).div_(2).clamp_(0, 1)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, rate_idx: int, **kwargs) -> Tensor:
@@ -448,9 +503,24 @@ class CGDM(nn.Module):
         return bs.write_cgdm(header, {"main": st["y"][0], "hyper": st["z"][0], "syntax": st["syntax"][0],
                                       "decoder": options.pack()})
 
-    def decompress(self, data: bytes, progress: bool = False) -> np.ndarray:
-        """Decode ``.cgdm`` bytes written by :meth:`compress` (with these weights) to uint8 (H, W, 3)."""
+    def decode_extra_bytes(self, height: int, width: int) -> int:
+        """Memory (bytes) the diffusion post-processing must hold at once on top of the base decode,
+        counted low so that a refusal is always right: the padded base image, the sample being denoised
+        and the blended prediction (3 float images, 36 B per pixel)."""
+        m = self.decoder.multiple
+        return 36 * (-(-height // m) * m) * (-(-width // m) * m)
+
+    def decompress(self, data: bytes, progress: bool = False, max_pixels: int | None = bs.MAX_PIXELS) -> np.ndarray:
+        """Decode ``.cgdm`` bytes written by :meth:`compress` (with these weights) to uint8 (H, W, 3).
+
+        ``max_pixels``: refuse files declaring larger images (None: no limit). Everything that can be
+        checked without decoding is checked first (:func:`cgdm.coder.check_decode_resources`), and the
+        entropy decoder must end exactly at the end of each stream (:mod:`cgdm.rans_guard`); errors are
+        :class:`~cgdm.bitstream.BitstreamError`."""
+        from cgdm.coder import check_decode_resources
+
         header, sections = bs.read_cgdm(data)
+        bs.check_pixel_budget(header, max_pixels)
         bs.check_model(header, MODEL_ID, self.weights_hash, self.base.num_rates)
         missing = {"main", "hyper", "syntax", "decoder"} - set(sections)
         if missing:
@@ -464,13 +534,25 @@ class CGDM(nn.Module):
                 f"file was encoded for variant {replace(file_variant, boundary=True).name!r} but the decoder "
                 f"checkpoint is {ours.name!r}: decode with the matching decoder checkpoint")
         options = SamplingOptions.unpack(sections["decoder"])
-        self._check_tile(options)
+        try:
+            self._check_tile(options)
+        except ValueError as exc:
+            raise bs.CorruptedFile(f"corrupted file: {exc}") from exc
+        # features=False: large images never hold the whole feature map (strip-wise path below)
+        check_decode_resources(self.base, header, sections, max_pixels, features=False,
+                               extra_bytes=self.decode_extra_bytes(header.height, header.width))
         size = (header.height, header.width)
-        dec = self.base.decompress({"y": [sections["main"]], "z": [sections["hyper"]],
-                                    "syntax": [sections["syntax"]]}, header.rate_idx, size)
-        # pop: postprocess frees the large base outputs once the consistency branch has used them
-        out = self.postprocess(dec.pop("x_hat"), dec.pop("features"), dec["syntax"], header.rate_idx, options,
-                               boundary=file_variant.boundary, progress=progress)
+        strings = {"y": [sections["main"]], "z": [sections["hyper"]], "syntax": [sections["syntax"]]}
+        if self.base.synthesis_strip_rows(self.base.latent_shapes(size)[0]) is not None:
+            # large image: synthesis and consistency branch strip by strip (memory bounded by the strip)
+            lat = self.base.decompress(strings, header.rate_idx, size, synthesize=False)
+            out = self.postprocess_latents(lat.pop("y_hat"), lat["syntax_hat"], size, header.rate_idx, options,
+                                           boundary=file_variant.boundary, progress=progress)
+        else:
+            dec = self.base.decompress(strings, header.rate_idx, size)
+            # pop: postprocess frees the large base outputs once the consistency branch has used them
+            out = self.postprocess(dec.pop("x_hat"), dec.pop("features"), dec["syntax"], header.rate_idx, options,
+                                   boundary=file_variant.boundary, progress=progress)
         return tensor_to_image(out)
 
 
@@ -485,7 +567,8 @@ def image_to_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> Te
 
 
 def tensor_to_image(x: Tensor) -> np.ndarray:
-    return (x[0].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    # clamp copies; the rest works in place on that copy (one float temporary, not three)
+    return x[0].clamp(0, 1).mul_(255).round_().byte().permute(1, 2, 0).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -638,6 +721,7 @@ def decompress_main(argv: list[str] | None = None) -> int:
     import argparse
     import time
 
+    from cgdm.coder import add_max_pixels_argument, one_line
     from cgdm.imageio import save_png
     from cgdm.zoo import CheckpointError
 
@@ -648,17 +732,24 @@ def decompress_main(argv: list[str] | None = None) -> int:
     p.add_argument("--decoder", required=True, help="diffusion decoder checkpoint used to encode the file")
     p.add_argument("--device", default="cpu")
     p.add_argument("--progress", action="store_true", help="show a progress bar over sampling steps")
+    add_max_pixels_argument(p)
     args = p.parse_args(argv)
     try:
         data = Path(args.input).read_bytes()
+    except OSError as exc:
+        return _fail(f"{args.input}: cannot read ({exc.strerror or exc})")
+    try:
+        bs.check_pixel_budget(bs.read_cgdm(data)[0], args.max_pixels)  # before loading any weights
         model = CGDM.from_checkpoints(args.model, args.decoder, args.device)
         t = time.perf_counter()
-        image = model.decompress(data, progress=args.progress)
+        image = model.decompress(data, progress=args.progress, max_pixels=args.max_pixels)
         seconds = time.perf_counter() - t
-    except OSError as exc:
-        return _fail(f"{args.input}: cannot read ({exc})")
+        save_png(args.output, image)
     except (bs.BitstreamError, CheckpointError, CodecUnavailable, ValueError) as exc:
         return _fail(str(exc))
-    save_png(args.output, image)
+    except MemoryError:
+        return _fail("out of memory while decoding; free memory or lower the limit that stopped it")
+    except Exception as exc:  # noqa: BLE001 - the CLI's contract: exit 2 and one line, never a traceback
+        return _fail(one_line(exc))
     print(f"{args.output}: {image.shape[1]}x{image.shape[0]}, {seconds:.2f} s")
     return 0

@@ -6,6 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# the one real run of the .test workflow, shared by every slow workflow test module (session scope)
+from workflow_fixtures import tiny_workflow_run  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 
 

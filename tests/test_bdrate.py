@@ -1,4 +1,5 @@
-"""BD-rate (cgdm.evaluation.bdrate): known values, published curves, refusals, bootstrap, CLI.
+"""BD-rate (cgdm.evaluation.bdrate): known values, published curves, refusals, bootstrap, CLI; one test
+per rule of the module docstring (overlap refusal, Akima/cubic flag, usable bootstrap resamples).
 
 The published curves are copies (tests/data/eval/compressai-kodak/, see its README) of CompressAI's
 Kodak results, taken from ../shared/reference/compressai/kodak/ so the test does not read ../shared.
@@ -106,7 +107,7 @@ def test_bootstrap_interval_brackets_the_estimate_and_is_reproducible():
     t2 = B.bd_rate_table(df, "anchor", n_boot=200, seed=3)
     pd.testing.assert_frame_equal(t1, t2)
     for _, r in t1.iterrows():
-        assert r.status == "ok" and r.n_images == 12 and r.n_boot > 150
+        assert r.status == "ok" and r.n_images == 12 and r.n_boot == r.n_boot_drawn == 200 and r.ci_status == "ok"
         assert r.ci_low < r.bd_rate < r.ci_high
         assert r.bd_rate == pytest.approx(-20, abs=3)
 
@@ -120,10 +121,151 @@ def test_unavailable_metric_propagates_its_reason():
     assert np.isnan(table["bd_rate"].item())
 
 
+def _bjontegaard(anchor: Path, test: Path, key: str, method: str) -> float:
+    a, t = (json.loads(p.read_text())["results"] for p in (anchor, test))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bjontegaard's own (union) overlap warning
+        return bjontegaard.bd_rate(a["bpp"], a[key], t["bpp"], t[key], method=method, min_overlap=0)
+
+
 def test_cli_on_compressai_json_files(capsys):
-    assert B.main([str(VTM), str(HYPERPRIOR), "--method", "akima"]) == 0
-    out = capsys.readouterr().out
-    assert "psnr" in out and "+30.47 %" in out and "overlap" in out
+    """`cgdm bd-rate vtm.json bmshj2018-hyperprior.json` prints Akima and cubic side by side and the overlap;
+    the numbers are bjontegaard's own on these files (Akima PSNR +30.47 % before the overlap/bootstrap rules
+    were added, unchanged by them since the curves overlap fully)."""
+    assert B.main([str(VTM), str(HYPERPRIOR)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for key, metric in (("psnr-rgb", "psnr"), ("ms-ssim-rgb", "ms_ssim")):
+        line = next(ln for ln in lines if ln.startswith(f"{metric} "))
+        akima, cubic = (_bjontegaard(VTM, HYPERPRIOR, key, m) for m in ("akima", "cubic"))
+        assert f"akima {akima:+.2f} %" in line and f"cubic {cubic:+.2f} %" in line and "overlap 100 %" in line
+        # MS-SSIM: Akima +12.3 % vs cubic +20.6 %, flagged; PSNR: +30.5 vs +30.1, not flagged
+        assert ("! Akima and cubic differ" in line) == (abs(akima - cubic) > B.DISAGREE_MARGIN)
+    assert "+30.47 %" in lines[0]  # regression anchor (bjontegaard 1.3.0)
+    assert any("! Akima and cubic differ by 8.3 points" in ln for ln in lines)
+
+
+def test_vendored_compressai_files_are_the_ones_the_issue_names():
+    vendored = Path(__file__).parent.parent / "baselines" / "published_data" / "compressai" / "kodak"
+    for f in (VTM, HYPERPRIOR):
+        assert (vendored / f.name).read_bytes() == f.read_bytes()
+
+
+# -- rule 1: overlap ------------------------------------------------------------------------------------
+
+
+def test_overlap_is_relative_to_the_shorter_curve():
+    assert B.overlap([0, 10], [2, 4]) == 1.0  # the short curve lies inside the long one
+    assert B.overlap([0, 10], [8, 18]) == pytest.approx(0.2)
+    assert B.overlap([0, 10], [11, 20]) == 0.0
+
+
+@pytest.mark.parametrize("shift, refused", [(0.0, False), (3.0, False), (6.0, True), (9.9, True)])
+def test_refuses_below_minimum_overlap(shift, refused):
+    """Anchor PSNR 27-37.1 dB; a test curve shifted up by ``shift`` dB shares (10.1 - shift) / 10.1."""
+    test_q = ANCHOR_PSNR + shift
+    share = (ANCHOR_PSNR.max() - test_q.min()) / np.ptp(ANCHOR_PSNR)
+    if refused:
+        with pytest.raises(B.BDRateError, match=rf"^overlap {100 * share:.0f} % < 50 %;"):
+            B.bd_rate(ANCHOR_RATE, ANCHOR_PSNR, ANCHOR_RATE, test_q)
+        # the threshold is a parameter; 0 keeps the old behaviour (any overlap above zero)
+        assert np.isfinite(B.bd_rate(ANCHOR_RATE, ANCHOR_PSNR, ANCHOR_RATE, test_q, min_overlap=0))
+    else:
+        assert np.isfinite(B.bd_rate(ANCHOR_RATE, ANCHOR_PSNR, ANCHOR_RATE, test_q))
+
+
+def test_refused_overlap_shows_its_reason_in_table_and_cli(tmp_path, capsys):
+    far = _per_image_rows("far", 1.0)
+    far["value"] += 7.0  # shares (10.1 - 7) / 10.1 = 31 % of the anchor's quality range
+    df = pd.concat([_per_image_rows("anchor", 1.0), far])
+    table = B.bd_rate_table(df, "anchor", n_boot=0)
+    assert (table["status"].str.startswith("refused: overlap 3")).all()
+    assert table["bd_rate"].isna().all() and (table["overlap"] < 0.5).all()
+    from cgdm.evaluation import tables
+
+    cell = tables.bd_tables(table)[0].frame.set_index("codec").loc["far"]
+    assert cell["akima [95 % CI]"].startswith("refused: overlap 3") and cell["akima [95 % CI]"].endswith("< 50 %")
+    csv = tmp_path / "r.csv"
+    df.to_csv(csv, index=False)
+    assert B.main(["anchor", "far", "--csv", str(csv), "--bootstrap", "0"]) == 1  # nothing valid
+    assert "refused: overlap 3" in capsys.readouterr().out
+    assert B.main(["anchor", "far", "--csv", str(csv), "--bootstrap", "0", "--min-overlap", "0.2"]) == 0
+
+
+# -- rule 2: Akima vs cubic ----------------------------------------------------------------------------
+
+
+def test_akima_cubic_disagreement_is_flagged():
+    hp = B.from_compressai_json(HYPERPRIOR, "kodak", "hyperprior")
+    table = B.bd_rate_table(pd.concat([B.from_compressai_json(VTM, "kodak", "vtm"), hp]), "vtm")
+    for metric, flagged in (("psnr", False), ("ms_ssim", True)):
+        rows = table[table["metric"] == metric].set_index("method")
+        diff = rows.loc["akima", "bd_rate"] - rows.loc["cubic", "bd_rate"]
+        assert np.allclose(rows["akima_cubic_diff"], diff)
+        assert B.disagrees(diff) is flagged
+    from cgdm.evaluation import tables
+
+    blocks = {b.caption: b for b in tables.bd_tables(table)}
+    ms = blocks["kodak, MS-SSIM (RGB): BD-rate vs vtm"]
+    assert ms.frame["akima - cubic"].item().endswith(" !")
+    assert any("differ by more than 5 points" in n for n in ms.notes)
+    psnr = blocks["kodak, PSNR (RGB) [dB]: BD-rate vs vtm"]
+    assert "!" not in psnr.frame["akima - cubic"].item()
+    assert list(psnr.frame.columns[:3]) == ["codec", "akima [95 % CI]", "cubic [95 % CI]"]
+    # one method only: no difference column, nothing flagged
+    single = B.bd_rate_table(pd.concat([B.from_compressai_json(VTM, "kodak", "vtm"), hp]), "vtm", methods=("akima",))
+    assert single["akima_cubic_diff"].isna().all()
+
+
+# -- rule 3: honest bootstrap ---------------------------------------------------------------------------
+
+
+def test_bootstrap_interval_rule():
+    boots = np.linspace(-10, 10, 1000)
+    low, high, status = B.bootstrap_interval(boots, 1000)
+    assert status == "ok" and (low, high) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])))
+    # 5 % unusable: widened, as if every unusable resample lay beyond each bound
+    part = boots[25:975]
+    low_w, high_w, status = B.bootstrap_interval(part, 1000)
+    assert status == "widened: 950/1000 usable"
+    assert low_w <= np.quantile(part, 0.025) and high_w >= np.quantile(part, 0.975)
+    assert (low_w, high_w) == (part.min(), part.max())  # 50 unusable > the 25 of a 2.5 % tail
+    low_w, high_w, _ = B.bootstrap_interval(boots[:990], 1000)  # 10 unusable < 25: an inner quantile
+    assert low_w == pytest.approx(np.quantile(boots[:990], 15 / 990))
+    assert high_w == pytest.approx(np.quantile(boots[:990], 975 / 990))
+    # fewer than 90 % usable: refused
+    low, high, status = B.bootstrap_interval(boots[:887], 1000)
+    assert np.isnan(low) and np.isnan(high) and status == "refused: 887/1000 resamples usable < 90 %"
+
+
+def _flat_top_rows(codec, gap, sigma, seed, n_images=12):
+    """Per-image rows whose top two rate points are ``gap`` dB apart with per-image noise ``sigma``: some
+    bootstrap resamples then put the top point below the one before (non-monotonic, unusable)."""
+    q = ANCHOR_PSNR.copy()
+    q[4] = q[3] + gap
+    rng = np.random.default_rng(seed)
+    rows = [dict(dataset="kodak", image=f"im{i}", codec=codec, kind="learned", rate=str(r), bpp=rate, metric="psnr",
+                 value=qq + rng.normal(0, sigma), lower_better=False, status="ok")
+            for r, (rate, qq) in enumerate(zip(ANCHOR_RATE, q)) for i in range(n_images)]
+    return pd.DataFrame(rows).reindex(columns=TIDY_COLUMNS)
+
+
+@pytest.mark.parametrize("gap, expected", [(0.5, "refused: "), (1.3, "widened: "), (2.5, "ok")])
+def test_bootstrap_reports_usable_resamples_and_widens_or_refuses(gap, expected):
+    df = pd.concat([_flat_top_rows("anchor", gap, 1.0, seed=0), _per_image_rows("test", 0.8, seed=1)])
+    r = B.bd_rate_table(df, "anchor", methods=("akima",), n_boot=200).iloc[0]
+    assert r.status == "ok" and np.isfinite(r.bd_rate)  # the point estimate stands in every case
+    assert r.n_boot_drawn == 200 and str(r.ci_status).startswith(expected)
+    usable = r.n_boot / r.n_boot_drawn
+    if expected == "ok":
+        assert r.n_boot == 200 and r.ci_low < r.bd_rate < r.ci_high
+    elif expected == "widened: ":
+        assert 0.9 <= usable < 1 and r.ci_status == f"widened: {r.n_boot}/200 usable" and r.ci_low < r.ci_high
+    else:
+        assert usable < 0.9 and np.isnan(r.ci_low) and np.isnan(r.ci_high)
+    from cgdm.evaluation import tables
+
+    cell = tables.bd_tables(B.bd_rate_table(df, "anchor", methods=("akima",), n_boot=200))[0].frame["resamples usable"]
+    assert cell.item().startswith(f"{r.n_boot}/200") and (("CI" in cell.item()) == (expected != "ok"))
 
 
 def test_cli_on_tidy_csv(tmp_path, capsys):
@@ -133,7 +275,8 @@ def test_cli_on_tidy_csv(tmp_path, capsys):
     out = tmp_path / "bd.csv"
     assert B.main(["jpeg", "hyperprior", "--csv", str(csv), "--bootstrap", "50", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "hyperprior vs jpeg" in printed and "95% CI" in printed
+    assert "hyperprior vs jpeg" in printed and "95 % paired bootstrap" in printed
+    assert "50/50 resamples usable" in printed
     table = pd.read_csv(out)
     assert set(table["method"]) == {"akima", "cubic"} and (table["bd_rate"] < -20).all()
 

@@ -220,3 +220,15 @@ def test_fuzz_decoder_100(encoded):
 @pytest.mark.slow
 def test_fuzz_decoder_1000(encoded):
     _fuzz(encoded, 1000, seed=2)
+
+
+def test_pixel_budget():
+    h = _header(width=65535, height=65535)
+    with pytest.raises(bs.ResourceLimit, match="pixel budget") as info:
+        bs.check_pixel_budget(h)
+    assert "--max-pixels 4294836225" in str(info.value) and isinstance(info.value, BitstreamError)
+    bs.check_pixel_budget(h, max_pixels=None)
+    bs.check_pixel_budget(h, max_pixels=65535 * 65535)
+    bs.check_pixel_budget(_header(width=9459, height=9459))  # 89.47 MP: Pillow's limit, inclusive
+    with pytest.raises(bs.ResourceLimit):
+        bs.check_pixel_budget(_header(width=9460, height=9459))

@@ -426,9 +426,55 @@ def test_registry_entries_are_complete():
             assert f.url.startswith("https://") and f.size > 0
             assert len(f.sha256) == 64 and int(f.sha256, 16) >= 0
         if ds.kind == "archive":
-            assert len(ds.files) == 1 and ds.files[0].filename.endswith(".zip")
-    names = [f.filename for ds in D.REGISTRY.values() for f in ds.files]
-    assert len(names) == len(set(names))  # they share <root>/downloads
+            assert ds.files and all(f.filename.endswith(".zip") for f in ds.files)
+    # they share <root>/downloads: one file name, one file (a union dataset reuses its parts' archives)
+    by_name: dict[str, set] = {}
+    for ds in D.REGISTRY.values():
+        for f in ds.files:
+            by_name.setdefault(f.filename, set()).add(f)
+    assert all(len(v) == 1 for v in by_name.values()), by_name
+    # the whole CLIC 2020 test set (HiFiC's and MS-ILLM's "clic2020") is the union of its two halves
+    union = D.REGISTRY["clic2020-test"]
+    assert union.files == D.REGISTRY["clic2020-professional-test"].files + D.REGISTRY["clic2020-mobile-test"].files
+    assert union.kind == "archive" and union.split == "test"
+
+
+def _two_archives() -> dict[str, bytes]:
+    return {"/cvl/pro.zip": _zip({"pro/a.png": IMAGES["a.png"], "pro/b.png": IMAGES["b.png"]}),
+            "/cvl/mob.zip": _zip({"mob/c.png": IMAGES["c.png"], "__MACOSX/mob/._c.png": b"junk"})}
+
+
+def test_dataset_of_two_archives_is_their_union_and_reuses_downloads(register, tmp_path):
+    zips = _two_archives()
+    with _Server(zips) as srv:
+        files = {k: RemoteFile(f"{srv.url}{k}", len(v), _sha(v)) for k, v in zips.items()}
+        register(_archive_entry("", name="pro", files=(files["/cvl/pro.zip"],), n_images=2))
+        register(_archive_entry("", name="both", files=(files["/cvl/pro.zip"], files["/cvl/mob.zip"]),
+                                n_images=3))
+        D.prepare("pro", tmp_path, progress=False)
+        srv.requests.clear()
+        folder = D.prepare("both", tmp_path, progress=False)
+        # the archive downloaded for "pro" is reused from <root>/downloads: only the other one is fetched
+        assert [path for path, _ in srv.requests] == ["/cvl/mob.zip"]
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.png", "c.png"]
+    assert D.read_sha256sums(tmp_path / "both" / D.MANIFEST) == {f"images/{n}": _sha(v) for n, v in IMAGES.items()}
+    assert D.main(["both", "--root", str(tmp_path), "--delete-archive"]) == 0   # already complete: no-op
+    assert "pro.zip" in _manual_help_text(D.REGISTRY["both"], tmp_path)
+    assert "mob.zip" in _manual_help_text(D.REGISTRY["both"], tmp_path)
+
+
+def _manual_help_text(ds, root):
+    return D._manual_help(ds, root)
+
+
+def test_name_collision_across_archives_fails_and_leaves_no_images(register, tmp_path):
+    zips = {"/cvl/one.zip": _zip({"x/a.png": IMAGES["a.png"]}), "/cvl/two.zip": _zip({"y/A.png": IMAGES["b.png"]})}
+    with _Server(zips) as srv:
+        files = tuple(RemoteFile(f"{srv.url}{k}", len(v), _sha(v)) for k, v in zips.items())
+        register(_archive_entry("", name="clash2", files=files, n_images=None))
+        with pytest.raises(DatasetError, match=r"same name.*one\.zip:a\.png.*y/A\.png"):
+            D.prepare("clash2", tmp_path, progress=False)
+    assert not (tmp_path / "clash2" / "images").exists() and not (tmp_path / "clash2" / D.MANIFEST).exists()
 
 
 def test_cli_download_writes_marker(server, register, tmp_path, capsys):

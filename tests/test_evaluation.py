@@ -140,12 +140,24 @@ def test_bd_table_marks_refused_and_low_overlap(tmp_path):
     df = _with_published(tidy())
     bd = bdrate.bd_rate_table(df, "jpeg", n_boot=20)
     blocks = tables.bd_tables(bd)
-    assert [b.caption for b in blocks] == ["kodak: BD-rate vs jpeg (akima)", "kodak: BD-rate vs jpeg (cubic)"]
-    frame = blocks[0].frame.set_index("codec")
-    assert frame.loc["hyperprior", "PSNR (RGB) [dB] \u2191"].startswith("-")
-    assert "[" in frame.loc["hyperprior", "PSNR (RGB) [dB] \u2191"]  # bootstrap interval
-    assert frame.loc["hyperprior", "LPIPS (AlexNet) \u2193"] == "n/a"
-    assert any("hyperprior, LPIPS (AlexNet): unavailable" in n for n in blocks[0].notes)
+    # one block per (dataset, metric), Akima and cubic side by side
+    assert [b.caption for b in blocks] == [f"kodak, {m}: BD-rate vs jpeg"
+                                           for m in ("PSNR (RGB) [dB]", "MS-SSIM (RGB)", "LPIPS (AlexNet)")]
+    psnr = blocks[0].frame.set_index("codec")
+    assert list(psnr.columns) == ["akima [95 % CI]", "cubic [95 % CI]", "akima - cubic", "overlap", "resamples usable"]
+    assert psnr.loc["hyperprior", "akima [95 % CI]"].startswith("-")
+    assert "[" in psnr.loc["hyperprior", "cubic [95 % CI]"]  # bootstrap interval
+    assert psnr.loc["hyperprior", "resamples usable"].split(" ")[0].endswith("/20")
+    assert psnr.loc["vtm", "resamples usable"] == "-"  # a published curve has no per-image rows
+    assert blocks[2].frame.set_index("codec").loc["hyperprior", "akima [95 % CI]"] == "n/a"
+    assert any("hyperprior: unavailable" in n for n in blocks[2].notes)
+    # a curve sharing less than half of the shorter curve's quality range is refused, with the reason in the cell
+    far = df[df.codec == "hyperprior"].copy()
+    far["codec"], far["value"] = "far", far["value"] + np.where(far["metric"] == "psnr", 100.0, 0.0)
+    blocks = tables.bd_tables(bdrate.bd_rate_table(pd.concat([df, far]), "jpeg", metrics=["psnr"], n_boot=0))
+    far_cell = blocks[0].frame.set_index("codec").loc["far", "akima [95 % CI]"]
+    assert far_cell == "refused: curves do not overlap in quality"
+    assert "curves do not overlap in quality" in blocks[0].latex()
 
 
 def test_ablation_table_has_every_variant_at_every_rate():
@@ -232,16 +244,17 @@ def _jpeg_encode_table(kodak_dir, folder, codec, subsampling, quality, rate, nam
     return path
 
 
-def test_offline_end_to_end_gives_psnr_msssim_and_marks_the_rest_unavailable(tmp_path, kodak_dir):
+def test_offline_end_to_end_fills_the_weight_free_metrics_and_marks_the_rest_unavailable(tmp_path, kodak_dir):
     cache = tmp_path / "empty-cache"
     tidy_csvs = []
     for codec, sub in (("jpeg420", 2), ("jpeg444", 0)):
         for rate, q in enumerate((10, 30, 60, 90)):
-            enc = _jpeg_encode_table(kodak_dir, tmp_path, codec, sub, q, str(rate), ["kodim23"])
+            enc = _jpeg_encode_table(kodak_dir, tmp_path, codec, sub, q, str(rate), ["kodim23", "kodim01"])
             m_out, f_out = enc.with_name("metrics.csv"), enc.with_name("fid.csv")
             assert metrics.main(["--encode-csv", str(enc), "--out", str(m_out), "--cache", str(cache),
-                                 "--metrics", "psnr,ms_ssim,lpips,dists"]) == 0
-            assert fid.main(["--encode-csv", str(enc), "--out", str(f_out), "--cache", str(cache)]) == 0
+                                 "--metrics", "psnr,ms_ssim,lpips,dists,nlpd,gmsd"]) == 0
+            assert fid.main(["--encode-csv", str(enc), "--out", str(f_out), "--cache", str(cache),
+                             "--metrics", "fid,kid,swd"]) == 0
             tidy_csvs += [str(m_out), str(f_out)]
     results = tmp_path / "results.csv"
     assert aggregate.main(["--out", str(results), *tidy_csvs]) == 0
@@ -249,14 +262,25 @@ def test_offline_end_to_end_gives_psnr_msssim_and_marks_the_rest_unavailable(tmp
                         str(tmp_path / "tables"), "--anchor", "jpeg420"]) == 0
     df = pd.read_csv(results)
     ok = df[df.status == "ok"]
-    assert set(ok.metric) == {"psnr", "ms_ssim"}
+    # 192 px crops: SWD has 4 pyramid levels (192, 96, 48, 24 px)
+    swd_rows = {"swd", "swd_ci_low", "swd_ci_high", "swd_l0", "swd_l1", "swd_l2", "swd_l3"}
+    assert set(ok.metric) == {"psnr", "ms_ssim", "nlpd", "gmsd"} | swd_rows
     assert set(df[df.status != "ok"].metric) == {"lpips", "dists", "fid", "kid"}
+    assert df[df.metric.isin(["nlpd", "gmsd", *swd_rows])].lower_better.all()
+    swd = ok[ok.metric == "swd"].astype({"rate": str}).set_index(["codec", "rate"])["value"]
+    assert swd.loc[("jpeg420", "0")] > swd.loc[("jpeg420", "3")]  # quality 10 looks less natural than 90
     rd = (tmp_path / "tables" / "rd_table.md").read_text()
     assert "n/a" in rd and "FID/256: unavailable: fid weights not available" in rd
+    assert "SWD [x1e3] \u2193" in rd and "SWD: sliced Wasserstein distance" in rd
+    header = next(line for line in rd.splitlines() if line.startswith("| codec"))
+    assert "SWD" in header and "SWD_L0" not in header and "_CI_" not in header  # levels / CI: not columns
     bd = pd.read_csv(tmp_path / "tables" / "bd_rate.csv").set_index(["metric", "method"])
+    assert "swd" in bd.index.get_level_values("metric") and "swd_l0" not in bd.index.get_level_values("metric")
     assert bd.loc[("psnr", "akima"), "status"] == "ok"
     assert bd.loc[("lpips", "akima"), "status"].startswith("unavailable")
     fig = plots.rd_figure(pd.read_csv(results, dtype={"rate": str}), "kodak-crop")
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
-    assert set(panels) == {"PSNR (RGB)", "MS-SSIM (RGB)", "LPIPS (AlexNet)", "DISTS", "FID/256", "KID/256"}
+    assert set(panels) == {"PSNR (RGB)", "MS-SSIM (RGB)", "LPIPS (AlexNet)", "DISTS", "NLPD (Y)", "GMSD (Y)",
+                           "FID/256", "KID/256", "SWD"}
     assert panels["FID/256"].texts and panels["PSNR (RGB)"].get_lines()
+    assert panels["SWD"].get_lines() and panels["NLPD (Y)"].get_lines() and panels["GMSD (Y)"].get_lines()

@@ -52,8 +52,15 @@ def test_offline_fid_rows_are_unavailable(tmp_path):
     assert F.main(["--encode-csv", str(enc), "--out", str(out), "--cache", str(tmp_path / "empty")]) == 0
     df = pd.read_csv(out)
     assert list(df.columns) == TIDY_COLUMNS
-    assert sorted(df["metric"]) == ["fid", "kid"] and (df["image"] == DATASET_IMAGE).all()
-    assert df["value"].isna().all() and df["lower_better"].all()
+    assert (df["image"] == DATASET_IMAGE).all() and df["lower_better"].all()
+    # SWD (in the default metrics) needs no weights: its rows are filled offline
+    swd = df[df["metric"].str.startswith("swd")]
+    by_metric = swd.set_index("metric")["status"]
+    assert by_metric["swd"] == by_metric["swd_l0"] == "ok"
+    assert by_metric["swd_ci_low"] == "unavailable: swd_ci_low undefined for 1 image(s)"  # no bootstrap
+    df = df[~df["metric"].str.startswith("swd")]
+    assert sorted(df["metric"]) == ["fid", "kid"]
+    assert df["value"].isna().all()
     assert df["status"].str.contains("inception-2015-12-05.pt").all()
     assert df["status"].str.startswith("unavailable: fid weights not available").all()
 

@@ -3,7 +3,9 @@
 * :mod:`cgdm.evaluation.weights` -- table of metric weight files (URL + sha256 + cache location),
   ``fetch`` / ``status``.
 * :mod:`cgdm.evaluation.metrics` -- per-image metrics through pyiqa (PSNR, MS-SSIM, LPIPS, DISTS, ...).
-* :mod:`cgdm.evaluation.fid` -- FID / KID through clean-fid on the FID/256 patch protocol.
+* :mod:`cgdm.evaluation.fid` -- FID / KID through clean-fid on the FID/256 patch protocol, and SWD.
+* :mod:`cgdm.evaluation.realism` -- sliced Wasserstein distance on Laplacian-pyramid patches (Karras et
+  al. 2018), a realism measure that needs no weights.
 * :mod:`cgdm.evaluation.bdrate` -- BD-rate through bjontegaard, bootstrap confidence intervals.
 * :mod:`cgdm.evaluation.plots` -- RD curves (PDF + PNG), seaborn.
 * :mod:`cgdm.evaluation.tables` -- RD / BD-rate / ablation / runtime / provenance tables (Markdown, LaTeX).
@@ -11,8 +13,9 @@
 * :mod:`cgdm.evaluation.report` -- figures + tables from the aggregated tidy CSV.
 
 Metric names used in the tidy ``metric`` column (and in published rows):
-``psnr`` (RGB, dB), ``ms_ssim`` (RGB, linear), ``lpips`` (AlexNet, v0.1), ``dists``, ``fid``, ``kid``,
-plus any configured no-reference pyiqa metric under its pyiqa name.
+``psnr`` (RGB, dB), ``ms_ssim`` (RGB, linear), ``lpips`` (AlexNet, v0.1), ``dists``, ``nlpd``, ``gmsd``
+(luma, weight-free), ``fid``, ``kid``, ``swd`` (x 1e3; with ``swd_ci_low`` / ``swd_ci_high`` and
+``swd_l<k>`` per pyramid level), plus any configured no-reference pyiqa metric under its pyiqa name.
 """
 
 #: ``image`` value of the rows of distribution metrics (FID/KID), computed over a whole dataset
@@ -26,6 +29,10 @@ METRIC_INFO = {
     "dists": ("DISTS", "", True),
     "fid": ("FID/256", "", True),
     "kid": ("KID/256", "", True),
+    # weight-free: computed offline too (pyiqa's NLPD and GMSD work on luma)
+    "nlpd": ("NLPD (Y)", "", True),
+    "gmsd": ("GMSD (Y)", "", True),
+    "swd": ("SWD", "x1e3", True),
     # optional no-reference metrics (pyiqa) and metrics only published curves carry
     "niqe": ("NIQE", "", True),
     "musiq": ("MUSIQ", "", False),
@@ -35,7 +42,7 @@ METRIC_INFO = {
 }
 
 #: preferred order of metrics in figures and tables; others follow alphabetically
-METRIC_ORDER = ["psnr", "ms_ssim", "lpips", "dists", "fid", "kid"]
+METRIC_ORDER = ["psnr", "ms_ssim", "lpips", "dists", "nlpd", "gmsd", "fid", "kid", "swd"]
 
 
 def metric_label(metric: str, arrow: bool = True) -> str:

@@ -1,4 +1,5 @@
-"""FID and KID per (dataset, codec, rate point) through clean-fid, on the FID/256 patch protocol.
+"""Distribution metrics per (dataset, codec, rate point): FID and KID through clean-fid on the FID/256
+patch protocol, and the weight-free SWD (:mod:`cgdm.evaluation.realism`).
 
 Protocol (Mentzer et al., HiFiC, NeurIPS 2020, "FID/256"; also used by MS-ILLM): every image is cut into
 non-overlapping 256x256 patches starting at (0, 0), plus a second pass of non-overlapping patches starting
@@ -19,11 +20,13 @@ MS-ILLM therefore report FID/KID on CLIC2020 and DIV2K only. Use Kodak FID/KID t
 not to rank codecs; KID is unbiased and the better of the two on small sets.
 
 The Inception file is never downloaded here (clean-fid would fetch it into /tmp): it must be in the
-weights cache (:mod:`cgdm.evaluation.weights`), otherwise the rows say ``unavailable``.
+weights cache (:mod:`cgdm.evaluation.weights`), otherwise the rows say ``unavailable``. ``swd`` needs no
+weights: offline it is the realism measure that is always there; it writes the rows ``swd``,
+``swd_ci_low``, ``swd_ci_high`` and ``swd_l<k>`` per pyramid level (see :mod:`cgdm.evaluation.realism`).
 
 CLI (a workflow step)::
 
-    python -m cgdm.evaluation.fid --encode-csv encode.csv --out fid.csv [--metrics fid,kid]
+    python -m cgdm.evaluation.fid --encode-csv encode.csv --out fid.csv [--metrics fid,kid,swd]
         [--device cpu] [--cache DIR] [--feature-cache DIR]
 """
 
@@ -40,7 +43,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cgdm.evaluation import DATASET_IMAGE
+from cgdm.evaluation import DATASET_IMAGE, realism
 from cgdm.evaluation import weights as W
 from cgdm.evaluation.tidy import read_encode_table, to_frame
 from cgdm.imageio import atomic_write_bytes, load_image
@@ -48,7 +51,9 @@ from cgdm.results import STATUS_OK, unavailable, write_table
 
 PATCH_SIZE = 256
 PATCH_SHIFT = 128
-DISTRIBUTION_METRICS = ("fid", "kid")
+DISTRIBUTION_METRICS = ("fid", "kid", "swd")
+#: the metrics computed on Inception features (need the Inception weights)
+INCEPTION_METRICS = ("fid", "kid")
 KID_SEED = 0
 
 
@@ -161,17 +166,39 @@ def _summary(values: pd.Series) -> str:
     return ";".join(vals)
 
 
+def _swd_levels(g: pd.DataFrame) -> int:
+    """SWD pyramid levels of a rate point's images (from the encode table's sizes; 0 when unknown)."""
+    sizes = g[["height", "width"]].apply(pd.to_numeric, errors="coerce").dropna()
+    return min((realism.num_levels(h, w) for h, w in zip(sizes["height"], sizes["width"])), default=0)
+
+
+def _swd(ok: pd.DataFrame, names: list[str], label: str) -> dict[str, tuple[float, str]]:
+    """The SWD rows (``names``) of one rate point's reconstructions vs originals."""
+    try:
+        res = realism.swd([load_image(p) for p in ok["reconstruction"]], [load_image(p) for p in ok["original"]])
+    except realism.RealismError as exc:
+        return {m: (np.nan, unavailable(f"swd: {exc}")) for m in names}
+    print(f"[swd] {label}: {res.value:.2f} [{res.ci_low:.2f}, {res.ci_high:.2f}] over {res.n_images} images, "
+          f"{len(res.levels)} levels", file=sys.stderr)
+    values = res.as_metrics()
+    return {m: (values[m], STATUS_OK) if np.isfinite(values.get(m, np.nan))
+            else (np.nan, unavailable(f"{m} undefined for {res.n_images} image(s)")) for m in names}
+
+
 def compute(encode: pd.DataFrame, metrics=DISTRIBUTION_METRICS, cache=None, device: str = "cpu",
             feature_cache: Path | None = None, batch_size: int = 32) -> pd.DataFrame:
-    """Tidy rows (``image = DATASET_IMAGE``) of FID / KID for every (dataset, codec, rate) of ``encode``."""
+    """Tidy rows (``image = DATASET_IMAGE``) of FID / KID / SWD for every (dataset, codec, rate) of
+    ``encode``."""
     unknown = [m for m in metrics if m not in DISTRIBUTION_METRICS]
     if unknown:
         raise ValueError(f"unknown distribution metrics {unknown}; known: {list(DISTRIBUTION_METRICS)}")
+    inception = [m for m in metrics if m in INCEPTION_METRICS]
     model, model_error = None, None
-    try:
-        model = InceptionFeatures(cache, device, batch_size)
-    except FileNotFoundError as exc:
-        model_error = str(exc)
+    if inception:
+        try:
+            model = InceptionFeatures(cache, device, batch_size)
+        except FileNotFoundError as exc:
+            model_error = str(exc)
     rows = []
     for (dataset, codec, rate), g in encode.groupby(["dataset", "codec", "rate"], sort=False):
         ok = g[g["status"] == STATUS_OK]
@@ -183,22 +210,31 @@ def compute(encode: pd.DataFrame, metrics=DISTRIBUTION_METRICS, cache=None, devi
                     device=_summary(g["device"]), code_revision=_summary(g["code_revision"]),
                     config_hash=_summary(g["config_hash"]))
         n_patches = int(sum(num_patches(int(h), int(w)) for h, w in zip(ok["height"], ok["width"])))
+        # "swd" stands for its summary, interval and per-level rows
+        swd_names = realism.metric_names(_swd_levels(g)) if "swd" in metrics else []
+        names = [n for m in metrics for n in (swd_names if m == "swd" else [m])]
         if len(ok) < len(g):
             bad = g[g["status"] != STATUS_OK]["status"]
             status = (bad.iloc[0] if len(ok) == 0 else
                       unavailable(f"{len(bad)} of {len(g)} images have no reconstruction ({bad.iloc[0]})"))
-            values = {m: (np.nan, status) for m in metrics}
-        elif model is None:
-            values = {m: (np.nan, unavailable(model_error)) for m in metrics}
-        elif n_patches < 2:
-            values = {m: (np.nan, unavailable(f"{n_patches} FID/256 patches; images must be at least "
-                                              f"{PATCH_SIZE}x{PATCH_SIZE}")) for m in metrics}
+            values = {m: (np.nan, status) for m in names}
         else:
-            real = reference_features(list(ok["original"]), model, feature_cache)
-            fake = model([p for path in ok["reconstruction"] for p in patches(load_image(path))],
-                         desc=f"{codec}@{rate}")
-            print(f"[fid] {dataset} {codec}@{rate}: {len(fake)} patches from {len(ok)} images", file=sys.stderr)
-            values = {m: _distance(m, real, fake) for m in metrics}
+            values = {}
+            if inception and model is None:
+                values.update({m: (np.nan, unavailable(model_error)) for m in inception})
+            elif inception and n_patches < 2:
+                values.update({m: (np.nan, unavailable(f"{n_patches} FID/256 patches; images must be at least "
+                                                       f"{PATCH_SIZE}x{PATCH_SIZE}")) for m in inception})
+            elif inception:
+                real = reference_features(list(ok["original"]), model, feature_cache)
+                fake = model([p for path in ok["reconstruction"] for p in patches(load_image(path))],
+                             desc=f"{codec}@{rate}")
+                print(f"[fid] {dataset} {codec}@{rate}: {len(fake)} patches from {len(ok)} images",
+                      file=sys.stderr)
+                values.update({m: _distance(m, real, fake) for m in inception})
+            if swd_names:
+                values.update(_swd(ok, swd_names, f"{dataset} {codec}@{rate}"))
+            values = {m: values[m] for m in names}
         for m, (value, status) in values.items():
             rows.append(dict(base, metric=m, value=value if status == STATUS_OK else np.nan,
                              lower_better=True, status=status))
@@ -207,10 +243,11 @@ def compute(encode: pd.DataFrame, metrics=DISTRIBUTION_METRICS, cache=None, devi
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cgdm.evaluation.fid",
-                                description="FID/KID (clean-fid, FID/256 patches) of an encode table -> tidy rows.")
+                                description="FID/KID (clean-fid, FID/256 patches) and SWD (no weights) of an "
+                                            "encode table -> tidy rows.")
     p.add_argument("--encode-csv", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--metrics", default="fid,kid", help="comma-separated subset of fid,kid")
+    p.add_argument("--metrics", default="fid,kid,swd", help="comma-separated subset of fid,kid,swd")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--cache", type=Path, default=None, help="metric weights cache (see cgdm.evaluation.weights)")
     p.add_argument("--feature-cache", type=Path, default=None,

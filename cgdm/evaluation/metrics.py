@@ -12,6 +12,12 @@ ms_ssim    pyiqa's MS-SSIM on RGB (pyiqa's default is luma only), data range 255
            window); smaller images get ``unavailable`` rows.
 lpips      pyiqa ``lpips`` (AlexNet, v0.1), weights from :mod:`cgdm.evaluation.weights`.
 dists      pyiqa ``dists`` (VGG16), weights from :mod:`cgdm.evaluation.weights`.
+nlpd       pyiqa ``nlpd`` (normalised Laplacian pyramid distance, Laparra et al. 2016; luma), lower is
+           better. No weights: its filters are fixed, so it is there offline.
+gmsd       pyiqa ``gmsd`` (gradient magnitude similarity deviation, Xue et al. 2014; luma), lower is better.
+           No weights. NLPD and GMSD were chosen among pyiqa's weight-free full-reference metrics by cost
+           (benchmarks/results/metrics.json: FSIM, VIF and CW-SSIM take 3-11x NLPD's CPU time, MAD far more) and
+           because both respond to what perceptual codecs trade (lost detail and structure, not only MSE).
 other      any pyiqa no-reference metric (``niqe``, ``musiq``, ``clipiqa``, ...), computed on the
            reconstruction only, with pyiqa's own weight files (not sha256-checked here).
 =========  ===============================================================================================

@@ -3,8 +3,10 @@
 Every number is computed here from the per-image rows (:mod:`cgdm.results`); nothing is typed in.
 
 * ``rd_table``: per dataset, mean bpp and mean of every metric per codec and rate point (+ images used).
-* ``bd_rate_table``: per dataset, BD-rate (%) of every codec against the anchor, per metric, with the
-  95 % bootstrap interval; one block per interpolation (Akima, cubic).
+* ``bd_rate_table``: per dataset and metric, BD-rate (%) of every codec against the anchor, Akima and cubic
+  side by side with their 95 % bootstrap intervals, their difference (flagged "!" beyond 5 points), the
+  curves' overlap and the usable bootstrap resamples; refused rows give the reason in the cell
+  (rules in :mod:`cgdm.evaluation.bdrate`).
 * ``ablation_table``: full model vs each variant (no consistency / no SFF / no boundary control) at every
   rate point, plus the BD-rate of each variant against the full model.
 * ``runtime_table``: encode / decode seconds per image (mean +- std over images and rate points), device.
@@ -22,11 +24,13 @@ import numpy as np
 import pandas as pd
 
 from cgdm.evaluation import DATASET_IMAGE, metric_label, order_metrics
+from cgdm.evaluation.bdrate import DISAGREE_MARGIN, METHODS, MIN_OVERLAP, MIN_USABLE, disagrees, short_reason
 from cgdm.evaluation.tidy import rd_points, shown_metrics
 from cgdm.results import STATUS_OK
 
 NA = "n/a"
-DECIMALS = {"bpp": 4, "psnr": 2, "ms_ssim": 4, "lpips": 4, "dists": 4, "fid": 2, "kid": 4}
+DECIMALS = {"bpp": 4, "psnr": 2, "ms_ssim": 4, "lpips": 4, "dists": 4, "nlpd": 4, "gmsd": 4, "fid": 2,
+            "kid": 4, "swd": 2}
 
 #: ablation variants in table order and how they are named in the config (``<full>_<variant>``)
 ABLATION_VARIANTS = ["full", "no_consistency", "no_sff", "no_boundary"]
@@ -136,6 +140,10 @@ def rd_tables(df: pd.DataFrame, metrics: list[str] | None = None) -> list[Table]
                 # "n/a": rows exist but none is usable (reason in the notes)
                 v = value.get((*key, m), None)
                 row[metric_label(m)] = "-" if v is None else fmt(v, DECIMALS.get(m, 4))
+                lo, hi = value.get((*key, f"{m}_ci_low")), value.get((*key, f"{m}_ci_high"))
+                if v is not None and lo is not None and hi is not None and np.isfinite([v, lo, hi]).all():
+                    d = DECIMALS.get(m, 4)  # a set-level metric with its bootstrap interval (SWD)
+                    row[metric_label(m)] += f" [{lo:.{d}f}, {hi:.{d}f}]"
             row["images"] = str(int(r.n)) if r.kind != "published" and r.n else "-"
             rows.append(row)
         notes = _reason_notes(df, dataset, mets)
@@ -145,42 +153,106 @@ def rd_tables(df: pd.DataFrame, metrics: list[str] | None = None) -> list[Table]
             notes.append("FID/KID: one value per rate point over all FID/256 patches of the dataset (256x256 "
                          "patches + a pass shifted by 128 px); with few images (Kodak: 192 patches) FID is "
                          "unstable -- use it to spot gross changes only.")
+        if "swd" in mets:
+            notes.append("SWD: sliced Wasserstein distance (x1e3) between the Laplacian-pyramid 7x7 patch "
+                         "descriptors of the reconstructions and of the originals (Karras et al. 2018), mean over "
+                         "pyramid levels, one value per rate point [95 % bootstrap interval over images]; no "
+                         "weights needed. Per-level values: rows swd_l0 (full resolution) ... of the tidy CSV.")
         tables.append(Table(pd.DataFrame(rows), f"{dataset}: rate-distortion points", notes))
+        tables += swd_level_tables(df[df["dataset"] == dataset])
     return tables
 
 
+def swd_level_tables(df: pd.DataFrame) -> list[Table]:
+    """Per dataset with SWD rows: codec x rate point -> SWD [interval] and its value per pyramid level."""
+    out = []
+    for dataset in sorted(set(df["dataset"])):
+        d = df[(df["dataset"] == dataset) & (df["image"] == DATASET_IMAGE) & df["metric"].str.startswith("swd")]
+        levels = sorted({int(m[5:]) for m in d["metric"] if m.startswith("swd_l")})
+        if not levels:
+            continue
+        value = {(r.codec, r.rate, r.metric): r.value for r in d.itertuples()}
+        rows = []
+        for (codec, rate), g in sorted(d.groupby(["codec", "rate"]), key=lambda kv: (kv[0][0], kv[1]["bpp"].mean())):
+            row = {"codec": codec, "rate": rate, "bpp": fmt(g["bpp"].mean(), DECIMALS["bpp"]),
+                   "SWD (mean)": fmt(value.get((codec, rate, "swd"), np.nan), 2)}
+            lo, hi = value.get((codec, rate, "swd_ci_low"), np.nan), value.get((codec, rate, "swd_ci_high"), np.nan)
+            row["95 % CI"] = f"[{lo:.2f}, {hi:.2f}]" if np.isfinite([lo, hi]).all() else NA
+            for k in levels:
+                row[f"level {k}"] = fmt(value.get((codec, rate, f"swd_l{k}"), np.nan), 2)
+            rows.append(row)
+        notes = _reason_notes(df, dataset, ["swd"])
+        notes.append("SWD x1e3 (lower is better) per Laplacian-pyramid level: level 0 = full resolution, each next "
+                     "level half the size, the last one the low-pass residual (>= 16 px); the mean over levels "
+                     "is the SWD of the RD table. Interval: paired bootstrap over images (normal, 95 %).")
+        out.append(Table(pd.DataFrame(rows), f"{dataset}: SWD per pyramid level", notes))
+    return out
+
+
+def _bd_cell(r) -> str:
+    """One method's BD-rate cell: value [CI], or the refusal's short reason, or n/a (unavailable)."""
+    if r.status != STATUS_OK:
+        return short_reason(r.status) if str(r.status).startswith("refused") else NA
+    cell = f"{r.bd_rate:+.2f}"
+    if np.isfinite(r.ci_low):
+        cell += f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+    return cell
+
+
 def bd_tables(bd: pd.DataFrame) -> list[Table]:
-    """BD-rate blocks from :func:`cgdm.evaluation.bdrate.bd_rate_table` output: codec x metric."""
+    """BD-rate blocks from :func:`cgdm.evaluation.bdrate.bd_rate_table` output, one per (dataset, metric):
+    codec x (one column per interpolation side by side, their difference, overlap, usable resamples).
+
+    Refused rows say why in the cell (``refused: overlap 11 % < 50 %``), the full reason is in the notes;
+    unavailable ones show n/a with the reason in the notes."""
     tables = []
     if bd.empty:
         return tables
-    for (dataset, method), b in bd.groupby(["dataset", "method"], sort=True):
-        mets = order_metrics(b["metric"].unique())
-        anchor = b["anchor"].iloc[0]
-        rows, notes = [], []
-        for codec in sorted(set(b["codec"])):
-            row = {"codec": codec}
-            for m in mets:
-                r = b[(b["codec"] == codec) & (b["metric"] == m)]
-                if r.empty:
-                    row[metric_label(m)] = "-"
-                    continue
-                r = r.iloc[0]
-                if r.status != STATUS_OK:
-                    row[metric_label(m)] = NA
-                    notes.append(f"{codec}, {metric_label(m, arrow=False)}: {r.status}")
-                    continue
-                cell = f"{r.bd_rate:+.2f}"
-                if np.isfinite(r.ci_low):
-                    cell += f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
-                if r.overlap < 0.75:
-                    cell += " *"
-                row[metric_label(m)] = cell
-            rows.append(row)
-        notes.append(f"BD-rate in % against {anchor} (negative = fewer bits at equal quality), {method} "
-                     "interpolation; [95 % paired bootstrap interval over images]; * = curves overlap on less "
-                     "than 75 % of their quality range.")
-        tables.append(Table(pd.DataFrame(rows), f"{dataset}: BD-rate vs {anchor} ({method})", notes))
+    for dataset, bds in bd.groupby("dataset", sort=True):
+        anchor = bds["anchor"].iloc[0]
+        methods = [m for m in METHODS if m in set(bds["method"])]
+        both = len(methods) > 1
+        for metric in order_metrics(bds["metric"].unique()):
+            b = bds[bds["metric"] == metric]
+            label = metric_label(metric, arrow=False)
+            rows, notes, flagged = [], [], False
+            for codec in sorted(set(b["codec"])):
+                g = b[b["codec"] == codec].set_index("method")
+                row = {"codec": codec}
+                for method in methods:
+                    row[f"{method} [95 % CI]"] = _bd_cell(g.loc[method]) if method in g.index else "-"
+                first = g.iloc[0]
+                if both:
+                    diff = first.akima_cubic_diff
+                    row["akima - cubic"] = "-" if not np.isfinite(diff) else f"{diff:+.2f}" + (
+                        " !" if disagrees(diff) else "")
+                    flagged |= disagrees(diff)
+                row["overlap"] = f"{100 * first.overlap:.0f} %" if np.isfinite(first.overlap) else "-"
+                usable = []
+                for method in methods:
+                    r = g.loc[method] if method in g.index else None
+                    if r is not None and r.n_boot_drawn:
+                        text = f"{int(r.n_boot)}/{int(r.n_boot_drawn)}"
+                        if r.ci_status != STATUS_OK:
+                            text += " (CI " + ("widened" if str(r.ci_status).startswith("widened") else "refused") + ")"
+                        usable.append(text)
+                row["resamples usable"] = ", ".join(dict.fromkeys(usable)) or "-"
+                for status in dict.fromkeys(g["status"]):
+                    if status != STATUS_OK and (short_reason(status) != status or not status.startswith("refused")):
+                        notes.append(f"{codec}: {status}")
+                rows.append(row)
+            notes.append(f"BD-rate in % against {anchor} (negative = fewer bits at equal quality) over the quality "
+                         f"interval both curves cover, {' and '.join(methods)} interpolation (bjontegaard); "
+                         "[95 % paired bootstrap interval over images]. overlap = share of the shorter curve's "
+                         f"quality range that both cover; below {100 * MIN_OVERLAP:.0f} % the BD-rate is refused.")
+            if flagged:
+                notes.append(f"! = Akima and cubic differ by more than {DISAGREE_MARGIN:g} points: the interpolation, "
+                             "not the data, decides the number; quote it with that caveat.")
+            if any(row["resamples usable"] != "-" for row in rows):
+                notes.append("resamples usable = bootstrap resamples whose BD-rate is defined (monotonic curves, "
+                             f"enough overlap); with fewer than all the interval is widened (worst case for the "
+                             f"unusable ones), below {100 * MIN_USABLE:.0f} % it is refused.")
+            tables.append(Table(pd.DataFrame(rows), f"{dataset}, {label}: BD-rate vs {anchor}", notes))
     return tables
 
 
@@ -215,7 +287,9 @@ def ablation_tables(df: pd.DataFrame, variants: dict[str, str], bd: pd.DataFrame
                 full = variants.get("full")
                 renamed = b.assign(codec=b["codec"].map({v: k for k, v in variants.items()}).fillna(b["codec"]))
                 tables += [Table(t.frame.rename(columns={"codec": "variant"}),
-                                 f"{dataset}: BD-rate of each variant vs the full model ({full}, akima)", t.notes)
+                                 t.caption.replace(f"BD-rate vs {full}",
+                                                   f"BD-rate of each variant vs the full model ({full}, akima)"),
+                                 t.notes)
                            for t in bd_tables(renamed)]
     return tables
 

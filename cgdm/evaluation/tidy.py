@@ -149,6 +149,9 @@ def unavailable_reasons(df: pd.DataFrame) -> dict[tuple[str, str], str]:
 def shown_metrics(df: pd.DataFrame) -> list[str]:
     """Metrics to show for the rows of one dataset: those measured here (rows that are not published
     curves), so metrics only a published source carries (NIQE, luma PSNR, ...) do not add panels and
-    columns; all metrics when there are only published rows."""
+    columns; all metrics when there are only published rows. Rows that qualify another metric (SWD's
+    interval and per-level values) are left out: they are shown with it, not as panels of their own."""
+    from cgdm.evaluation.realism import is_detail_metric
+
     measured = df[df["kind"] != "published"]
-    return list(dict.fromkeys((measured if len(measured) else df)["metric"]))
+    return [m for m in dict.fromkeys((measured if len(measured) else df)["metric"]) if not is_detail_metric(m)]

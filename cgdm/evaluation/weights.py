@@ -264,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ok  {path}")
         if args.marker:  # sha256sum-style list of what was verified
             args.marker.parent.mkdir(parents=True, exist_ok=True)
-            args.marker.write_text("".join(f"{_file_sha256(path)}  {path}\n" for path in paths))
+            tmp = args.marker.with_name(f".{args.marker.name}.part")  # atomic: a workflow output
+            tmp.write_text("".join(f"{_file_sha256(path)}  {path}\n" for path in paths))
+            os.replace(tmp, args.marker)
         return 0
     for metric in METRIC_WEIGHTS:  # default: status of every metric
         ok, reason = status(metric, cache)

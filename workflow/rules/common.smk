@@ -2,6 +2,7 @@
 # The steps only wire files to the `cgdm` package's command lines; no logic lives in rules.
 
 import json
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -46,6 +47,38 @@ for _name, _entry in PUBLISHED.items():
     if _entry["dataset"] not in DATASETS:
         # Published curves for datasets we do not evaluate are simply not drawn.
         pass
+
+
+# -- what the rows depend on outside the workflow --------------------------------------------------
+# Metric weights, external programs (BPG, VTM) and downloaded model files are not workflow outputs, so
+# Snakemake cannot see them appear, change or vanish, and rows marked `unavailable` would go stale
+# (`fetch_weights` or installing BPG would leave "Nothing to be done"). Every `snakemake` call therefore
+# probes them here, while the DAG is built, and writes resources/state/{metric,codec}-<name>.json
+# (availability + sha256 of each file, no paths or times) *only when the content changed*; the encode and
+# metric jobs take their state files as inputs, so the mtime trigger reruns exactly the jobs whose
+# dependency changed. Why not `params:`: a params change is only seen through .snakemake metadata (lost
+# when results are copied or the metadata is cleaned up) and would not show the state to the user; why
+# not a rule: Snakemake has no rule that re-runs on every call. Probing costs well under a second
+# (sha256 digests are cached by size + mtime); see cgdm/availability.py. Note: `snakemake fetch_weights
+# all` probes before the fetch runs; fetch first, then run the targets.
+from cgdm.availability import trainer_metrics, update_states
+
+STATE_FILES = update_states(
+    metrics=list(config["metrics"]["per_image"])
+    + list(config["metrics"].get("distribution") or [])
+    + [m for spec in MODELS.values() for m in trainer_metrics(spec)],
+    codecs=ALL_CODECS,
+)
+
+
+def metric_state_files(metrics):
+    """State files of the metrics that depend on weight files (none for PSNR, MS-SSIM, ...)."""
+    return [STATE_FILES[f"metric:{m}"] for m in metrics if f"metric:{m}" in STATE_FILES]
+
+
+def codec_state_files(codec):
+    """State file of a codec's external programs / downloaded files (none for most codecs)."""
+    return [STATE_FILES[f"codec:{codec}"]] if f"codec:{codec}" in STATE_FILES else []
 
 
 def device():
@@ -129,3 +162,48 @@ def metric_csvs(codecs, datasets=None):
 
 def published_csvs():
     return [f"results/published/{name}.csv" for name, e in PUBLISHED.items() if e["dataset"] in DATASETS]
+
+
+# ---- The HTML report: `snakemake --report results/report.html` -------------------------------------
+# The report renders files and runs nothing, and Snakemake stops at the first report-flagged file of the
+# target's DAG that does not exist ("marked for report but does not exist"). So under --report the
+# default target `all` asks only for what exists of its products and of the optional ones below, and
+# anything missing is named on the report's "Not built yet" page with the command that builds it.
+# Outside --report nothing changes: `all` builds its products and never the optional ones.
+
+# Products outside the default target, shown by the report once they exist: path -> command building it.
+# Another optional output only needs a `report(...)`-flagged rule output and a line here.
+OPTIONAL_REPORT_PRODUCTS = {
+    "results/ablations.pdf": "snakemake --cores 8 ablations",
+    "results/tables/ablation_table.md": "snakemake --cores 8 ablations",
+} if ABLATIONS else {}
+
+
+def _report_only(argv):
+    """`snakemake --report [FILE]` (render only), as opposed to a run or --report-after-run."""
+    return any(a == "--report" or a.startswith("--report=") for a in argv) and "--report-after-run" not in argv
+
+
+REPORT_ONLY = _report_only(sys.argv[1:])
+
+
+def report_view(targets, command="snakemake --cores 8"):
+    """Inputs of the default target: `targets` (built by `command`); under --report what exists of them
+    and of OPTIONAL_REPORT_PRODUCTS, plus the "Not built yet" page when something is missing."""
+    if not REPORT_ONLY:
+        return list(targets)
+    wanted = {**{t: command for t in targets}, **OPTIONAL_REPORT_PRODUCTS}
+    view = [p for p in wanted if Path(p).exists()]
+    if not_built_yet(targets, command):
+        # absolute: the page is part of the workflow, not of the working directory (--directory)
+        page = Path(workflow.basedir) / "workflow/report/not_built.svg"
+        view.append(report(str(page), caption="workflow/report/not_built.rst", category="Not built yet"))
+    return view
+
+
+def not_built_yet(targets, command="snakemake --cores 8"):
+    """[(path, command)] of the report's products that do not exist (only computed under --report)."""
+    if not REPORT_ONLY:
+        return []
+    wanted = {**{t: command for t in targets}, **OPTIONAL_REPORT_PRODUCTS}
+    return [(p, c) for p, c in wanted.items() if not Path(p).exists()]

@@ -5,6 +5,8 @@ rule encode:
     input:
         data=lambda wc: dataset_marker(wc.dataset),
         models=lambda wc: list(codec_models(wc.codec).values()),
+        # programs / downloaded files outside the workflow (common.smk): installing BPG reruns BPG only
+        state=lambda wc: codec_state_files(wc.codec),
     output:
         csv="results/encoded/{dataset}/{codec}/{rate}/encode.csv",
     params:

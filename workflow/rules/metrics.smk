@@ -1,4 +1,5 @@
-# Per-image metrics (pyiqa) and distribution metrics (clean-fid, FID/256 patches) per rate point.
+# Per-image metrics (pyiqa) and distribution metrics (clean-fid's FID/KID on FID/256 patches; SWD, which
+# needs no weights: cgdm/evaluation/realism.py) per rate point.
 
 
 # Not part of `all`: offline it fails with instructions; metrics then report "unavailable".
@@ -15,7 +16,9 @@ rule fetch_weights:
 
 rule image_metrics:
     input:
-        "results/encoded/{dataset}/{codec}/{rate}/encode.csv",
+        csv="results/encoded/{dataset}/{codec}/{rate}/encode.csv",
+        # weight files' availability + sha256 (common.smk): fetching weights reruns these jobs
+        state=metric_state_files(config["metrics"]["per_image"]),
     output:
         "results/metrics/{dataset}/{codec}/{rate}.csv",
     params:
@@ -29,13 +32,14 @@ rule image_metrics:
     benchmark:
         "results/benchmarks/metrics/{dataset}/{codec}/{rate}.tsv"
     shell:
-        "python -m cgdm.evaluation.metrics --encode-csv {input} --out {output}"
+        "python -m cgdm.evaluation.metrics --encode-csv {input.csv} --out {output}"
         " --metrics {params.metrics} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule distribution_metrics:
     input:
-        "results/encoded/{dataset}/{codec}/{rate}/encode.csv",
+        csv="results/encoded/{dataset}/{codec}/{rate}/encode.csv",
+        state=metric_state_files(config["metrics"].get("distribution") or []),
     output:
         "results/fid/{dataset}/{codec}/{rate}.csv",
     params:
@@ -51,5 +55,5 @@ rule distribution_metrics:
     benchmark:
         "results/benchmarks/fid/{dataset}/{codec}/{rate}.tsv"
     shell:
-        "python -m cgdm.evaluation.fid --encode-csv {input} --out {output} --metrics {params.metrics}"
+        "python -m cgdm.evaluation.fid --encode-csv {input.csv} --out {output} --metrics {params.metrics}"
         " --device {params.device} --threads {threads} --feature-cache {params.feature_cache} > {log} 2>&1"

@@ -82,40 +82,53 @@ rule ablation_report:
 
 
 # Committed snapshot of the quick profile's outcome, shown in README.md (results/reference/ is tracked).
+# Every copy must succeed (bash strict mode): a missing figure or table fails the rule.
 rule reference_snapshot:
     input:
         "results/rd_curves.pdf",
         "results/tables/rd_table.md",
         "results/tables/bd_rate_table.md",
         "results/tables/runtime_table.md",
-        "results/tables/ablation_table.md" if ABLATIONS else [],
-        expand("results/crops/{dataset}.png", dataset=DATASETS),
+        ["results/ablations.pdf", "results/tables/ablation_table.md"] if ABLATIONS else [],
+        crops=expand("results/crops/{dataset}.png", dataset=DATASETS),
     output:
         "results/reference/rd_curves.pdf",
+    params:
+        ablations="results/ablations*.png" if ABLATIONS else "",
     conda:
         CONDA_ENV
     log:
         "logs/report/reference_snapshot.log",
     shell:
-        "(mkdir -p results/reference/tables && cp results/rd_curves*.png results/reference/"
+        "(mkdir -p results/reference/tables"
+        " && cp results/rd_curves*.png {params.ablations} results/reference/"
         " && cp results/tables/*.md results/tables/*.tex results/reference/tables/"
-        " && for f in results/crops/*.png; do cp $f results/reference/crops-$(basename $f); done"
-        " && cp results/ablations*.png results/reference/ 2>/dev/null || true"
+        " && for f in {input.crops:q}; do cp $f results/reference/crops-$(basename $f); done"
         " && cp results/rd_curves.pdf {output}) > {log} 2>&1"
 
 
 # Side-by-side crops of every codec at matched bpp (one figure per dataset), for the report.
+# The target is the bpp of the reference codec (report.crops_reference, default: a cgdm codec) on the crop
+# image; classical codecs are re-encoded at that bpp (real files), within report.crops_tolerance (5 %).
 rule crops:
     input:
         lambda wc: encode_csvs(list(CODECS), [wc.dataset]),
     output:
-        report("results/crops/{dataset}.png", caption="../report/crops.rst", category="Crops"),
+        png=report("results/crops/{dataset}.png", caption="../report/crops.rst", category="Crops"),
+        table="results/crops/{dataset}.csv",
     params:
         labels=json.dumps({c: e["label"] for c, e in CODECS.items() if e.get("label")}),
+        entries=json.dumps(CODECS),
         bpp=lambda wc: f"--bpp {config['report']['crops_bpp']}" if config.get("report", {}).get("crops_bpp") else "",
+        reference=lambda wc: f"--reference {config['report']['crops_reference']}"
+        if config.get("report", {}).get("crops_reference") else "",
+        tolerance=config.get("report", {}).get("crops_tolerance", 0.05),
     conda:
         CONDA_ENV
     log:
         "logs/report/crops_{dataset}.log",
     shell:
-        "python -m cgdm.evaluation.crops {input} --out {output} --labels {params.labels:q} {params.bpp} > {log} 2>&1"
+        "python -m cgdm.evaluation.crops {input} --out {output.png} --table {output.table}"
+        " --labels {params.labels:q} --entries {params.entries:q} {params.bpp} {params.reference}"
+        " --tolerance {params.tolerance} > {log} 2>&1"
+

@@ -5,13 +5,15 @@ rule train_model:
     input:
         unpack(lambda wc: {r: model_path(r) for r in MODELS[wc.model].get("requires", [])}),
         unpack(lambda wc: train_inputs()),
+        # the CGDM decoder trains with an LPIPS loss when the LPIPS weights are there (common.smk)
+        state=lambda wc: metric_state_files(trainer_metrics(MODELS[wc.model])),
     output:
         "resources/models/{model}.pt",
     params:
         spec=lambda wc: json.dumps(MODELS[wc.model]),
         train_dir=train_dir(),
         requires=lambda wc, input: " ".join(
-            f"--require {k}={v}" for k, v in input.items() if k != "train_data"
+            f"--require {k}={v}" for k, v in input.items() if k not in ("train_data", "state")
         ),
         device=device(),
     threads: lambda wc: MODELS[wc.model].get("threads", 2)
