@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import numpy as np
 
 _SCRIPT = textwrap.dedent("""
