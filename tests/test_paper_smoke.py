@@ -88,11 +88,15 @@ def test_every_codec_has_rows_ok_or_unavailable_with_reason(smoke_run, paper):
     work, _ = smoke_run
     enc = pd.concat(pd.read_csv(p) for p in (work / "results" / "encoded").glob("*/*/*/encode.csv"))
     smoke = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    n_images = enc["image"].nunique()
+    assert n_images == 2, "the smoke dataset is .test/data/kodak_tiny (two crops)"
     variants = {f"{paper['ablations']['full']}_{v}": e for v, e in paper["ablations"]["variants"].items()}
     for name, entry in {**paper["codecs"], **variants}.items():
         rows = enc[enc["codec"] == name]
-        assert len(rows) == len(smoke["codecs"].get(name, smoke["ablations"]["variants"].get(
-            name.removeprefix(paper["ablations"]["full"] + "_"), {})).get("rates", [])), name
+        rates = smoke["codecs"].get(name, smoke["ablations"]["variants"].get(
+            name.removeprefix(paper["ablations"]["full"] + "_"), {})).get("rates", [])
+        # one row per (image, rate kept)
+        assert rows["rate"].nunique() == len(rates) and len(rows) == len(rates) * n_images, name
         status = rows["status"].astype(str)
         if entry["class"] in MUST_RUN:
             assert (status == "ok").all(), (name, status.tolist())

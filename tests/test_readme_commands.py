@@ -123,7 +123,7 @@ def documented(tiny_workflow_run, tmp_path_factory):
     """The .test run as a fresh clone has it before `make reproduce` and `make ablations` (the trained
     models and bitstreams of the session's run kept, every figure and table removed), then the two
     documented sequences: `make reproduce && make report`, then `make ablations && make report`."""
-    work = clone_run(tiny_workflow_run, tmp_path_factory.mktemp("readme"))
+    work = clone_run(tiny_workflow_run, tmp_path_factory.mktemp("readme") / "run")
     results = work / "results"
     for pattern in ("rd_curves*", "ablations*", "tables", "crops", "report.html"):
         for p in results.glob(pattern):
