@@ -31,6 +31,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import struct
@@ -220,7 +221,14 @@ class CompressAITrained(CompressAICodec):
     @cached_property
     def weights(self) -> str:
         steps = self.checkpoint["meta"]["steps"]
-        return f"trained-here:{steps}:{sha256_file(self.checkpoint_path)[:12]}"
+        # a hash of the weights themselves, not of the file: its metadata holds wall times, so two runs
+        # that train identical weights (e.g. one killed and resumed) must not differ in provenance
+        digest = hashlib.sha256()
+        for state in self.checkpoint["state_dict"]:
+            for key, tensor in sorted(state.items()):
+                digest.update(key.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return f"trained-here:{steps}:{digest.hexdigest()[:12]}"
 
     @property
     def version(self) -> str:

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import http.server
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -93,8 +94,18 @@ def test_trainer_stops_on_divergence(train_images, tmp_path):
 def test_trained_codec_round_trip(checkpoint, odd_image, tmp_path):
     codec = make_codec("hp", {"class": "baselines.learned.CompressAITrained"}, {"net": str(checkpoint)})
     codec.check_available()
-    sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    assert codec.weights == f"trained-here:3:{sha[:12]}"
+    assert re.fullmatch(r"trained-here:3:[0-9a-f]{12}", codec.weights), codec.weights
+    # the id hashes the weights, not the file: other wall times in the metadata keep it, other weights change it
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt["meta"]["seconds"] = ckpt["meta"].get("seconds", 0) + 123.0
+    torch.save(ckpt, tmp_path / "retimed.pt")
+    assert make_codec("hp", {"class": "baselines.learned.CompressAITrained"},
+                      {"net": str(tmp_path / "retimed.pt")}).weights == codec.weights
+    first = next(k for k, v in ckpt["state_dict"][0].items() if v.is_floating_point())
+    ckpt["state_dict"][0][first] = ckpt["state_dict"][0][first] + 1e-3
+    torch.save(ckpt, tmp_path / "changed.pt")
+    assert make_codec("hp", {"class": "baselines.learned.CompressAITrained"},
+                      {"net": str(tmp_path / "changed.pt")}).weights != codec.weights
     assert codec.kind == "learned"
     for rate in (0, 1):
         data = codec.encode(odd_image, rate)
