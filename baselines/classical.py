@@ -361,7 +361,19 @@ _HEIF_INSTALL = "pip install 'pillow-heif>=1.1' (its wheels bundle libheif with 
 _JXL_INSTALL = "pip install 'imagecodecs>=2024.1' (its wheels bundle libjxl)"
 
 
-class HEIC(ClassicalCodec):
+class LibraryCodec(ClassicalCodec):
+    """A classical codec from a Python package that bundles its library (``_lib()`` imports and checks it);
+    its version names the library versions (``library_version``), or "unavailable" without the package."""
+
+    @cached_property
+    def version(self) -> str:
+        try:
+            return self.library_version(self._lib())
+        except CodecUnavailable:
+            return "unavailable"
+
+
+class HEIC(LibraryCodec):
     """HEVC intra (x265) in a HEIF container, through pillow-heif/libheif: the HEVC-class baseline that
     needs no external program (BPG's codec family; BPG itself needs ``bpgenc``). Rate = **x265 QP**
     0..51 (lower = more bits), constant over the picture, as in BPG (``bpgenc -q``): the QP is handed to
@@ -412,12 +424,7 @@ class HEIC(ClassicalCodec):
             raise CodecUnavailable(f"{self.name}: this libheif has no x265 encoder (encoders: "
                                    f"{', '.join(encoders) or 'none'}); {_HEIF_INSTALL}")
 
-    @cached_property
-    def version(self) -> str:
-        try:
-            lib = self._lib()
-        except CodecUnavailable:
-            return "unavailable"
+    def library_version(self, lib) -> str:
         info = lib.libheif_info()
         x265 = info.get("encoders", {}).get("x265", "no x265")
         de265 = info.get("decoders", {}).get("libde265", "no libde265")
@@ -440,7 +447,7 @@ class HEIC(ClassicalCodec):
         return to_rgb8(heif.to_pillow())
 
 
-class JPEGXL(ClassicalCodec):
+class JPEGXL(LibraryCodec):
     """JPEG XL (libjxl, lossy VarDCT) through imagecodecs. Rate = **Butteraugli distance** 0.05 .. 25
     (libjxl's own quality parameter; lower = more bits; 1.0 is "visually lossless", 25 is the most
     libjxl allows, which ends this codec's range at about 0.1 bpp on Kodak).
@@ -474,12 +481,7 @@ class JPEGXL(ClassicalCodec):
     def check_available(self) -> None:
         self._lib()
 
-    @cached_property
-    def version(self) -> str:
-        try:
-            lib = self._lib()
-        except CodecUnavailable:
-            return "unavailable"
+    def library_version(self, lib) -> str:
         return f"imagecodecs {lib.__version__}, {lib.jpegxl_version()} (VarDCT, effort {self.effort})"
 
     def encode_quality(self, image: np.ndarray, quality: float) -> bytes:
