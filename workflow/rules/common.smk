@@ -192,8 +192,7 @@ def report_view(targets, command="snakemake --cores 8"):
     and of OPTIONAL_REPORT_PRODUCTS, plus the "Not built yet" page when something is missing."""
     if not REPORT_ONLY:
         return list(targets)
-    wanted = {**{t: command for t in targets}, **OPTIONAL_REPORT_PRODUCTS}
-    view = [p for p in wanted if Path(p).exists()]
+    view = [p for p in _report_products(targets, command) if Path(p).exists()]
     if not_built_yet(targets, command):
         # absolute: the page is part of the workflow, not of the working directory (--directory)
         page = Path(workflow.basedir) / "workflow/report/not_built.svg"
@@ -205,5 +204,9 @@ def not_built_yet(targets, command="snakemake --cores 8"):
     """[(path, command)] of the report's products that do not exist (only computed under --report)."""
     if not REPORT_ONLY:
         return []
-    wanted = {**{t: command for t in targets}, **OPTIONAL_REPORT_PRODUCTS}
-    return [(p, c) for p, c in wanted.items() if not Path(p).exists()]
+    return [(p, c) for p, c in _report_products(targets, command).items() if not Path(p).exists()]
+
+
+def _report_products(targets, command):
+    """Every product the report shows: path -> the command that builds it."""
+    return {**{t: command for t in targets}, **OPTIONAL_REPORT_PRODUCTS}
