@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cgdm.download import sha256_file
+from cgdm.imageio import atomic_write_bytes
 
 STATE_DIR = "resources/state"
 _HASH_CACHE_NAME = "sha256-cache.json"
@@ -43,11 +44,8 @@ def write_if_changed(path: str | os.PathLike, text: str) -> bool:
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # unique temporary name: with cluster executors every job re-parses the Snakefile concurrently
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # a unique temporary name per writer: with cluster executors every job re-parses the Snakefile at once
+    atomic_write_bytes(path, text.encode())
     return True
 
 

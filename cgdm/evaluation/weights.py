@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cgdm.download import DownloadError, download, sha256_file
+from cgdm.imageio import atomic_write_bytes
 
 
 class WeightsError(RuntimeError):
@@ -263,10 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in paths:
             print(f"ok  {path}")
         if args.marker:  # sha256sum-style list of what was verified
-            args.marker.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.marker.with_name(f".{args.marker.name}.part")  # atomic: a workflow output
-            tmp.write_text("".join(f"{_file_sha256(path)}  {path}\n" for path in paths))
-            os.replace(tmp, args.marker)
+            # atomic: a workflow output
+            atomic_write_bytes(args.marker, "".join(f"{_file_sha256(path)}  {path}\n" for path in paths).encode())
         return 0
     for metric in METRIC_WEIGHTS:  # default: status of every metric
         ok, reason = status(metric, cache)
