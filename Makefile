@@ -2,6 +2,7 @@
 #   make reproduce   set up .venv and run the quick profile (default target: RD curves, tables, crops)
 #   make test        set up .venv and run the test suite
 #   make ablations / paper_tables / report   the other documented targets, in any order after reproduce
+#   make dp_curve   the distortion-perception sweep (guidance / bound) of CGDM and its ablations at one rate
 # Setup is idempotent: .venv is (re)built only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -30,6 +31,9 @@ reproduce: setup
 ablations: setup
 	$(BIN)/snakemake --cores $(CORES) ablations $(SNAKEMAKE_ARGS)
 
+dp_curve: setup
+	$(BIN)/snakemake --cores $(CORES) dp_curve $(SNAKEMAKE_ARGS)
+
 paper_tables: setup
 	$(BIN)/snakemake --cores $(CORES) paper_tables $(SNAKEMAKE_ARGS)
 
@@ -49,15 +53,20 @@ test-workflow: setup
 	$(BIN)/snakemake --cores 2 --directory .test --snakefile Snakefile results/rd_curves.pdf ablations
 	$(BIN)/snakemake --cores 2 --directory .test --snakefile Snakefile results/rd_curves.pdf ablations --dry-run \
 		| grep -q "Nothing to be done"
+	$(BIN)/snakemake --cores 2 --directory .test --snakefile Snakefile dp_curve
 
 lint: setup
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake -n ablations --quiet rules
+	$(BIN)/snakemake -n dp_curve --quiet rules
+	$(BIN)/snakemake -n --directory .test --snakefile Snakefile ablations dp_curve --quiet rules
 	$(BIN)/snakemake -n --configfile config/paper.yaml --profile profiles/slurm --quiet rules
 	# the paper profile's smoke config (run for real by tests/test_paper_smoke.py), generated into a temp dir
 	d=$$(mktemp -d) && $(BIN)/python .test/paper/make_config.py $$d/config/config.yaml >/dev/null \
 		&& $(BIN)/snakemake -n --directory $$d all ablations paper_tables reference_snapshot --quiet rules; \
 		rc=$$?; rm -rf "$$d"; exit $$rc
+	# Python style and common bugs (rules: [tool.ruff] in pyproject.toml)
+	$(BIN)/ruff check .
 
 ci: test test-workflow lint
 

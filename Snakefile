@@ -2,6 +2,7 @@
 #
 #   snakemake --cores 8 results/rd_curves.pdf        # quick profile (default config), Kodak, CPU
 #   snakemake --cores 8 ablations                    # ablation study (full vs no consistency / SFF / boundary)
+#   snakemake --cores 8 dp_curve                     # distortion-perception sweep (guidance / bound) at one rate
 #   snakemake --cores 8 paper_tables                 # every table of the study
 #   snakemake --configfile config/paper.yaml --profile profiles/slurm   # paper profile on a cluster
 #
@@ -33,6 +34,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/encode.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/studies.smk"
 
 
 DEFAULT_PRODUCTS = [
@@ -55,6 +57,13 @@ rule ablations:
     input:
         "results/ablations.pdf",
         "results/tables/ablation_table.md",
+
+
+# The fixed bitstreams of full CGDM and every ablation variant at dp_curve.rate, re-decoded at every
+# dp_curve.points entry (guidance / bound), PSNR against SWD; the base codec as the reference point.
+rule dp_curve:
+    input:
+        ["results/dp_curve.pdf", "results/dp_curve.png", "results/tables/dp_curve_table.md"] if ABLATIONS else [],
 
 
 rule paper_tables:

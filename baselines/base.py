@@ -54,11 +54,11 @@ class Codec(ABC):
 
     @property
     def weights(self) -> str:
-        """Where the weights came from: ``none``, ``pretrained:<sha256>``, ``trained-here:<steps>:<sha>``
-        or ``published``."""
+        """Where the weights came from: ``none``, ``pretrained:<sha256>``,
+        ``trained-here:<steps>:<sha>[:losses=...]`` or ``published``."""
         return "none"
 
-    def check_available(self) -> None:
+    def check_available(self) -> None:  # noqa: B027 -- optional hook: the default (always available) is a no-op
         """Raise :class:`CodecUnavailable` when the codec cannot run on this machine."""
 
     # -- coding ----------------------------------------------------------------------------------

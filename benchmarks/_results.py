@@ -62,7 +62,7 @@ def provenance(command: list[str] | None = None) -> dict:
 
     info = {
         "code_revision": code_revision(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": shlex.join(command if command is not None else ["python", _relative(sys.argv[0]), *sys.argv[1:]]),
         # no host name: it can identify a person's machine, and only the hardware matters for timings
         "machine": {"cores": os.cpu_count(), "cpu": _cpu_model(), "system": platform.platform()},

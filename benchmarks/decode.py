@@ -139,7 +139,8 @@ def _synthetic_photo(width: int, height: int) -> np.ndarray:
     tile_w, tile_h = width // 2, height // 2
     for i in range(4):
         with Image.open(files[i]) as im:
-            canvas.paste(im.convert("RGB").resize((tile_w, tile_h), Image.BICUBIC), ((i % 2) * tile_w, (i // 2) * tile_h))
+            tile = im.convert("RGB").resize((tile_w, tile_h), Image.BICUBIC)
+            canvas.paste(tile, ((i % 2) * tile_w, (i // 2) * tile_h))
     return np.asarray(canvas)
 
 
@@ -269,7 +270,8 @@ def train_and_compare(base: Path | None, train_steps: int, base_steps: int, thre
 
                     with torch.no_grad():
                         ps_base.append(psnr(tensor_to_image(model.base(image_to_tensor(img), r)["x_hat"]), img))
-            table[(variant, r)] = (float(np.mean(bpp)), float(np.mean(ps)), float(np.mean(ps_base)) if ps_base else None)
+            table[(variant, r)] = (float(np.mean(bpp)), float(np.mean(ps)),
+                                   float(np.mean(ps_base)) if ps_base else None)
     print(f"\nPSNR on {len(files)} Kodak images (dB):")
     print(f"{'rate':>4} {'bpp':>7} {'base':>7} {'full':>7} {'no_cons':>8} {'full-no_cons':>12}")
     wins = 0
@@ -347,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             ref = float(np.mean(per_mp))
             print(f"\n{'size':>10} {'MP':>5} {'wall s':>7} {'cpu s':>7} {key + '/MP':>9} {'vs mean':>8} "
                   f"{'peak RSS':>9} {'target':>7}  synthesis")
-            for row, spm in zip(rows, per_mp):
+            for row, spm in zip(rows, per_mp, strict=True):
                 row[f"{key}_per_mp"] = spm
                 row["vs_mean"] = spm / ref - 1
                 row["peak_rss_gb"] = row["peak_rss"] / 1e9

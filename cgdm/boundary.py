@@ -90,13 +90,13 @@ def tile_boxes(height: int, width: int, patch: int, overlap: int, align: int = 1
     one size per axis. ``height`` and ``width`` should be multiples of ``align``."""
     rows = _positions(height, patch, overlap, align)
     cols = _positions(width, patch, overlap, align)
-    return [(t, l, h, w) for t, h in rows for l, w in cols]
+    return [(t, left, h, w) for t, h in rows for left, w in cols]
 
 
 def grid_boxes(height: int, width: int, patch: int) -> list[Box]:
     """Non-overlapping partition into ``patch`` x ``patch`` cells (the last ones may be smaller)."""
-    return [(t, l, min(patch, height - t), min(patch, width - l))
-            for t in range(0, height, patch) for l in range(0, width, patch)]
+    return [(t, left, min(patch, height - t), min(patch, width - left))
+            for t in range(0, height, patch) for left in range(0, width, patch)]
 
 
 def _ramp(n: int, overlap: int) -> Tensor:
@@ -150,9 +150,11 @@ def sample_global(sampler: DDIMSampler, x_base: Tensor, predict: PredictPatches,
     H, W = x_base.shape[-2:]
     full = [(0, 0, H, W)]
     if tiling is None or (H <= tiling.patch and W <= tiling.patch):
-        pred = lambda x, t: predict(x, t, full)
+        def pred(x, t):
+            return predict(x, t, full)
     else:
-        pred = lambda x, t: predict_x0_tiled(x, t, predict, tiling)
+        def pred(x, t):
+            return predict_x0_tiled(x, t, predict, tiling)
     g = None if guide is None else (lambda x0: guide(x0, None))
     return sampler.sample(x_base, pred, generator, guide=g, progress=progress)
 
@@ -175,7 +177,7 @@ def sample_independent(sampler: DDIMSampler, x_base: Tensor, predict: PredictPat
         from tqdm.auto import tqdm
 
         it = tqdm(boxes, desc="patches", leave=False)
-    for box, seed in zip(it, seeds):
+    for box, seed in zip(it, seeds, strict=True):
         tp, lf, h, w = box
         g_patch = torch.Generator(device=generator.device).manual_seed(int(seed))
         xb = x_base[..., tp:tp + h, lf:lf + w]

@@ -597,7 +597,7 @@ def prepare(name: str, root: str | os.PathLike = DEFAULT_ROOT, mirror: str | os.
         # <root>/downloads with the datasets of each one (same file names, same checksums)
         cached = [root / DOWNLOADS / rf.filename for rf in ds.files]
         archives = [fetch(ds, rf, c, root, mirror=mirror, timeout=timeout, progress=progress, copy_local=False)
-                    for rf, c in zip(ds.files, cached)]
+                    for rf, c in zip(ds.files, cached, strict=True)]
 
         def fill(tmp: Path) -> dict[str, str]:
             sums: dict[str, str] = {}
@@ -612,7 +612,7 @@ def prepare(name: str, root: str | os.PathLike = DEFAULT_ROOT, mirror: str | os.
 
     images = _install(ds, ds_dir, root, fill, progress)
     if ds.kind == "archive" and not keep_archive:
-        for archive, c in zip(archives, cached):
+        for archive, c in zip(archives, cached, strict=True):
             if archive == c:
                 c.unlink(missing_ok=True)
     return images
@@ -677,7 +677,7 @@ def format_registry(name: str | None = None) -> str:
             source = f"embedded {ds.embedded}" + (f"; else {source}" if ds.files else "")
         rows.append((ds.name, ds.split, str(ds.n_images or "?"), _human(ds.size) if ds.files else "-", source))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,7 @@ switch              effect                                                      
 ==================  ==========================================================  ======================
 
 Decoding settings (steps, t0, seed, tile, overlap, guidance) are stored in the file's ``decoder``
-section (:class:`SamplingOptions`, 15 bytes), so a file decodes the same way wherever it is decoded.
+section (:class:`SamplingOptions`, 16 bytes), so a file decodes the same way wherever it is decoded.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ from torch import Tensor, nn
 
 from baselines.base import Codec, CodecUnavailable
 from cgdm import bitstream as bs
-from cgdm.boundary import Tiling, sample_global, sample_independent
+from cgdm.boundary import Box, Tiling, sample_global, sample_independent
 from cgdm.consistency import ConsistencyBranch, ConsistencyGuidance
+from cgdm.diffusion.resshift import ResShiftSampler, ResShiftSchedule
 from cgdm.diffusion.scheduler import DDIMSampler, NoiseSchedule
 from cgdm.diffusion.unet import ConditionalUNet
 from cgdm.fusion import SyntaxFeatureFusion
@@ -130,8 +131,15 @@ class DecoderConfig:
     consistency_blocks: int = 2
     consistency: bool = True
     sff: bool = True
-    schedule: str = "linear"
-    num_train_timesteps: int = 1000
+    formulation: str = "resshift"       # "resshift" (cgdm.diffusion.resshift) or "ddim" (scheduler.py)
+    schedule: str = "linear"            # ddim only: beta schedule
+    num_train_timesteps: int = 4
+    kappa: float = 0.2                  # resshift only: noise scale of the start y + kappa eps
+    refine_channels: int = 0            # full-resolution output head (cgdm.diffusion.unet)
+
+    def __post_init__(self):
+        if self.formulation not in ("resshift", "ddim"):
+            raise ValueError(f"unknown diffusion formulation {self.formulation!r}; use 'resshift' or 'ddim'")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -143,6 +151,8 @@ class DecoderConfig:
         d = dict(d)
         if "channels" in d:
             d["channels"] = tuple(d["channels"])
+        # checkpoints written before the residual-shifting formulation are DDIM decoders
+        d.setdefault("formulation", "ddim")
         return cls(**d)
 
     @property
@@ -169,8 +179,26 @@ class CGDMDecoder(nn.Module):
             self.consistency = None
             fusion = None
         self.unet = ConditionalUNet(c.num_rates, c.consistency_channels if c.consistency else 0, c.channels,
-                                    c.unshuffle, c.emb_dim, fusion)
-        self.schedule = NoiseSchedule(c.num_train_timesteps, c.schedule)
+                                    c.unshuffle, c.emb_dim, fusion, c.refine_channels)
+        if c.formulation == "resshift":
+            self.schedule = ResShiftSchedule(c.num_train_timesteps, c.kappa)
+        else:
+            self.schedule = NoiseSchedule(c.num_train_timesteps, c.schedule)
+
+    def training_input(self, x0: Tensor, x_base: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
+        """The network's input at step(s) ``t`` during training. ResShift: the marginal between the clean
+        image and the base reconstruction that the sampler visits; DDIM: the noised clean image (which the
+        sampler, started from the noised base reconstruction, never visits: kept for old checkpoints)."""
+        if isinstance(self.schedule, ResShiftSchedule):
+            return self.schedule.add_noise(x0, x_base, noise, t)
+        return self.schedule.add_noise(x0, noise, t)
+
+    def sampler(self, steps: int, t0: int | None, eta: float) -> ResShiftSampler | DDIMSampler:
+        """The sampler of this decoder's formulation; ``t0=None`` = its default start (ResShift: the last
+        trained step, the exact start; DDIM: step 250). Raises ValueError for settings it cannot run."""
+        if isinstance(self.schedule, ResShiftSchedule):
+            return ResShiftSampler(self.schedule, steps, t0, eta)
+        return DDIMSampler(self.schedule, steps, 250 if t0 is None else t0, eta)
 
     @property
     def multiple(self) -> int:
@@ -216,31 +244,36 @@ class SamplingOptions:
     """How a file is decoded; written into its ``decoder`` section.
 
     Args:
-        steps: DDIM steps (denoiser evaluations), 1..255.
-        t0: start timestep (< num_train_timesteps).
+        steps: sampler steps (denoiser evaluations), 1..255.
+        t0: start timestep (< the decoder's num_train_timesteps); None = the decoder's default start.
         seed: decode seed (uint32): all sampling noise comes from a generator seeded with it.
         tile: patch size in pixels (multiple of the decoder's padding multiple, 16 by default).
         overlap: patch overlap in pixels (globally uniform mode).
         guidance: consistency-guidance strength in [0, 1] (stored in 1/255 units).
         bound: allowed low-frequency deviation from the consistency reconstruction (stored in 1e-4 units).
+        eta: scale of the sampler's fresh noise per step in [0, 1] (stored in 1/255 units): 1 = the
+            residual-shifting posterior (or DDPM-like DDIM), 0 = deterministic steps after the start noise.
     """
 
     steps: int = 4
-    t0: int = 250
+    t0: int | None = None
     seed: int = 0
     tile: int = 512
     overlap: int = 64
     guidance: float = 1.0
     bound: float = 0.02
+    eta: float = 1.0
 
-    _STRUCT = struct.Struct(">BBHIHHBH")  # version, steps, t0, seed, tile, overlap, guidance, bound
-    VERSION = 1
+    # version 1 (DDIM decoders, eta 0) had no eta byte; t0 = 0xFFFF stores None
+    _STRUCTS = {1: struct.Struct(">BBHIHHBH"), 2: struct.Struct(">BBHIHHBHB")}
+    VERSION = 2
+    _T0_DEFAULT = 0xFFFF
 
     def __post_init__(self):
         if not 1 <= self.steps <= 255:
             raise ValueError(f"steps must be in 1..255, got {self.steps}")
-        if not 0 <= self.t0 <= 0xFFFF or self.t0 < self.steps - 1:
-            raise ValueError(f"t0 must be >= steps - 1 and fit 16 bits, got t0={self.t0}, steps={self.steps}")
+        if self.t0 is not None and (not 0 <= self.t0 < self._T0_DEFAULT or self.t0 < self.steps - 1):
+            raise ValueError(f"t0 must be >= steps - 1 and below 65535, got t0={self.t0}, steps={self.steps}")
         if not 0 <= self.seed <= 0xFFFFFFFF:
             raise ValueError(f"seed must be a 32-bit unsigned integer, got {self.seed}")
         if not 1 <= self.tile <= 0xFFFF or not 0 <= self.overlap < self.tile:
@@ -249,25 +282,32 @@ class SamplingOptions:
             raise ValueError(f"guidance must be in [0, 1], got {self.guidance}")
         if not 0.0 <= self.bound <= 6.5535:
             raise ValueError(f"bound must be in [0, 6.5535], got {self.bound}")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
 
     def quantized(self) -> SamplingOptions:
         """The options as they come back from a file (guidance and bound rounded to their units)."""
         return SamplingOptions.unpack(self.pack())
 
     def pack(self) -> bytes:
-        return self._STRUCT.pack(self.VERSION, self.steps, self.t0, self.seed, self.tile, self.overlap,
-                                 round(self.guidance * 255), round(self.bound * 1e4))
+        t0 = self._T0_DEFAULT if self.t0 is None else self.t0
+        return self._STRUCTS[self.VERSION].pack(self.VERSION, self.steps, t0, self.seed, self.tile, self.overlap,
+                                                round(self.guidance * 255), round(self.bound * 1e4),
+                                                round(self.eta * 255))
 
     @classmethod
     def unpack(cls, data: bytes) -> SamplingOptions:
-        if len(data) != cls._STRUCT.size:
-            raise bs.CorruptedFile(f"decoder section has {len(data)} bytes, expected {cls._STRUCT.size}")
-        version, steps, t0, seed, tile, overlap, g, b = cls._STRUCT.unpack(data)
-        if version != cls.VERSION:
+        version = data[0] if data else None
+        layout = cls._STRUCTS.get(version)
+        if layout is None:
             raise bs.UnsupportedVersion(f"decoder section version {version} is unknown to this build "
-                                        f"(reads {cls.VERSION}); upgrade cgdm-suite")
+                                        f"(reads {sorted(cls._STRUCTS)}); upgrade cgdm-suite")
+        if len(data) != layout.size:
+            raise bs.CorruptedFile(f"decoder section v{version} has {len(data)} bytes, expected {layout.size}")
+        _, steps, t0, seed, tile, overlap, g, b, *eta = layout.unpack(data)
         try:
-            return cls(steps, t0, seed, tile, overlap, g / 255, b / 1e4)
+            return cls(steps, None if t0 == cls._T0_DEFAULT else t0, seed, tile, overlap, g / 255, b / 1e4,
+                       eta[0] / 255 if eta else 0.0)
         except ValueError as exc:
             raise bs.CorruptedFile(f"invalid decoder settings in file: {exc}") from exc
 
@@ -341,7 +381,7 @@ class CGDM(nn.Module):
         self.boundary = boundary
         self.batch = batch
         self.lambdas = list(lambdas) if lambdas else None
-        self._check_tile(self.options)
+        self._check_options(self.options)
         self.weights_hash = hashlib.sha256(
             bytes.fromhex(state_dict_sha256(base)) + bytes.fromhex(state_dict_sha256(decoder))).digest()[:8]
 
@@ -361,10 +401,12 @@ class CGDM(nn.Module):
     def device(self) -> torch.device:
         return next(self.decoder.parameters()).device
 
-    def _check_tile(self, options: SamplingOptions) -> None:
+    def _check_options(self, options: SamplingOptions) -> None:
+        """ValueError if this decoder cannot run ``options`` (tile alignment, steps and start)."""
         m = self.decoder.multiple
         if options.tile % m or options.overlap % m:
             raise ValueError(f"tile ({options.tile}) and overlap ({options.overlap}) must be multiples of {m}")
+        self.decoder.sampler(options.steps, options.t0, options.eta)
 
     # -- the decoder path ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -374,13 +416,16 @@ class CGDM(nn.Module):
         """Diffusion post-processing of one decoded image: ``x_hat`` (1, 3, H, W) in [0, 1] -> [0, 1]."""
         options = options or self.options
         boundary = self.boundary if boundary is None else boundary
-        self._check_tile(options)
+        self._check_options(options)
         dec = self.decoder
         H, W = x_hat.shape[-2:]
         m = dec.multiple
         Hp, Wp = -(-H // m) * m, -(-W // m) * m
         s = dec.config.feature_stride
         xb = pad_to(x_hat.clamp(0, 1) * 2 - 1, Hp, Wp)
+        if not boundary:
+            return self._sample_local(xb, pad_to(features, Hp // s, Wp // s), syntax, rate_idx, options, progress,
+                                      (H, W))
         feat, x_c = dec.condition(pad_to(features, Hp // s, Wp // s), xb, strip=options.tile)
         # the base features (N channels at half resolution: ~0.5 GB at 3840x2160) are not needed for
         # sampling; drop this reference so callers that hand them over (decompress) free them now
@@ -407,7 +452,12 @@ class CGDM(nn.Module):
         whole image. Equals ``postprocess(base.synthesize(...))`` up to float summation order."""
         options = options or self.options
         boundary = self.boundary if boundary is None else boundary
-        self._check_tile(options)
+        self._check_options(options)
+        if not boundary:
+            # the no_boundary ablation conditions each patch on its own base features, which this
+            # strip-wise path never holds for the whole image
+            raise bs.ResourceLimit("the no_boundary ablation decodes only images whose base synthesis runs in "
+                                   "one piece (cgdm.codec.SYNTHESIS_STRIP_PIXELS); this one is larger")
         dec, base = self.decoder, self.base
         H, W = size
         m, s = dec.multiple, dec.config.feature_stride
@@ -437,6 +487,39 @@ class CGDM(nn.Module):
         del x_c
         return self._sample(xb, feat, guide, syntax_hat.flatten(1), rate_idx, options, boundary, progress, (H, W))
 
+    def _sample_local(self, xb: Tensor, features: Tensor, syntax: Tensor, rate_idx: int, options: SamplingOptions,
+                      progress: bool, size: tuple[int, int]) -> Tensor:
+        """``no_boundary``: non-overlapping patches, each with its own noise *and* its own conditioning
+        (consistency branch and guidance computed from the patch's base features and reconstruction
+        alone), as a decoder that knew nothing of its neighbours would do."""
+        dec = self.decoder
+        s = dec.config.feature_stride
+        rate = torch.tensor([rate_idx], device=xb.device)
+        local: dict = {}  # the current patch's conditioning; patches are sampled one after the other
+
+        def condition(box: Box) -> tuple:
+            if local.get("box") != box:
+                tp, lf, h, w = box
+                f, x_c = dec.condition(features[..., tp // s:(tp + h) // s, lf // s:(lf + w) // s],
+                                       xb[..., tp:tp + h, lf:lf + w])
+                local.update(box=box, features=f, guide=self._guidance(x_c, options))
+            return local["features"], local["guide"]
+
+        def predict(x_t: Tensor, t: int, boxes: list) -> Tensor:
+            (tp, lf, h, w), = boxes
+            f, _ = condition(boxes[0])
+            return dec(x_t, t, xb[..., tp:tp + h, lf:lf + w], rate, f, syntax)
+
+        def guide(x0: Tensor, box: Box) -> Tensor:
+            g = condition(box)[1]
+            return x0 if g is None else g(x0)
+
+        sampler = dec.sampler(options.steps, options.t0, options.eta)
+        gen = torch.Generator(device=xb.device).manual_seed(options.seed)
+        out = sample_independent(sampler, xb, predict, gen, options.tile, guide, progress)
+        H, W = size
+        return out[..., :H, :W].add_(1).div_(2).clamp_(0, 1)
+
     def _sample(self, xb: Tensor, feat: Tensor | None, guide: ConsistencyGuidance | None, syntax: Tensor,
                 rate_idx: int, options: SamplingOptions, boundary: bool, progress: bool,
                 size: tuple[int, int]) -> Tensor:
@@ -454,7 +537,7 @@ class CGDM(nn.Module):
                 [feat[..., tp // r:(tp + h) // r, lf // r:(lf + w) // r] for tp, lf, h, w in boxes])
             return dec(x_t, t, base, rate.expand(n), f, syntax.expand(n, -1))
 
-        sampler = DDIMSampler(dec.schedule, options.steps, options.t0)
+        sampler = dec.sampler(options.steps, options.t0, options.eta)
         gen = torch.Generator(device=xb.device).manual_seed(options.seed)
         if boundary:
             tiling = Tiling(options.tile, options.overlap, self.batch, align=m)
@@ -485,7 +568,7 @@ class CGDM(nn.Module):
         ``online_steps > 0`` refines the latent and the syntax for this image first (:mod:`cgdm.online`).
         """
         options = (options or self.options).quantized()
-        self._check_tile(options)
+        self._check_options(options)
         x = image_to_tensor(image, self.device)
         rate_idx = int(rate_idx)
         if not 0 <= rate_idx < self.base.num_rates:
@@ -535,7 +618,7 @@ class CGDM(nn.Module):
                 f"checkpoint is {ours.name!r}: decode with the matching decoder checkpoint")
         options = SamplingOptions.unpack(sections["decoder"])
         try:
-            self._check_tile(options)
+            self._check_options(options)
         except ValueError as exc:
             raise bs.CorruptedFile(f"corrupted file: {exc}") from exc
         # features=False: large images never hold the whole feature map (strip-wise path below)
@@ -583,7 +666,7 @@ class CGDMCodec(Codec):
           class: cgdm.model.CGDMCodec
           rates: [0, 1, 2, 3]                 # rate indices of the base codec
           models: {base: cgdm_base, decoder: cgdm_decoder}
-          params: {variant: full, steps: 4, t0: 250, seed: 0, tile: 512, overlap: 64, online_steps: 0}
+          params: {variant: full, steps: 4, seed: 0, tile: 256, overlap: 32, online_steps: 0}
 
     ``variant`` must match the decoder checkpoint for ``no_consistency`` / ``no_sff`` (those are trained
     variants); ``no_boundary`` works with the full decoder.
@@ -593,14 +676,14 @@ class CGDMCodec(Codec):
     extension = ".cgdm"
 
     def __init__(self, name: str, models: dict[str, str] | None = None, device: str = "cpu",
-                 variant: str = "full", steps: int = 4, t0: int = 250, seed: int = 0, tile: int = 512,
-                 overlap: int = 64, guidance: float = 1.0, bound: float = 0.02, batch: int = 4,
+                 variant: str = "full", steps: int = 4, t0: int | None = None, seed: int = 0, tile: int = 512,
+                 overlap: int = 64, guidance: float = 1.0, bound: float = 0.02, eta: float = 1.0, batch: int = 4,
                  online_steps: int = 0, online_lr: float = 0.05, threads: int | None = None, **params: Any):
         super().__init__(name, models=models, device=device, **params)
         if params:
             raise TypeError(f"codec {name!r}: unknown CGDM params {sorted(params)}")
         self.variant = Variant.from_name(variant)
-        self.options = SamplingOptions(steps, t0, seed, tile, overlap, guidance, bound)
+        self.options = SamplingOptions(steps, t0, seed, tile, overlap, guidance, bound, eta)
         self.batch = batch
         self.online_steps = int(online_steps)
         self.online_lr = float(online_lr)
@@ -611,7 +694,8 @@ class CGDMCodec(Codec):
     def check_available(self) -> None:
         for role in ("base", "decoder"):
             if role not in self.models:
-                raise CodecUnavailable(f"codec {self.name!r} needs models: {{{role}: <model name>}} in its config entry")
+                raise CodecUnavailable(f"codec {self.name!r} needs models: {{{role}: <model name>}} in its config "
+                                       "entry")
             if not Path(self.models[role]).is_file():
                 raise CodecUnavailable(f"codec {self.name!r}: {role} checkpoint {self.models[role]} is missing; "
                                        "train it with the workflow (rule train_model)")
@@ -643,7 +727,9 @@ class CGDMCodec(Codec):
     @property
     def weights(self) -> str:
         m = self.model()
-        return f"trained-here:{self._meta.get('steps', 0)}:{m.weights_hash.hex()}"
+        # the decoder's training losses are part of what the weights are (provenance of every result row)
+        losses = "+".join(self._meta.get("losses") or ["diffusion"] + (["lpips"] if self._meta.get("lpips") else []))
+        return f"trained-here:{self._meta.get('steps', 0)}:{m.weights_hash.hex()}:losses={losses}"
 
     def encode(self, image: np.ndarray, rate: Any) -> bytes:
         with torch.inference_mode(self.online_steps == 0):
@@ -670,11 +756,14 @@ def add_sampling_arguments(p) -> None:
     p.add_argument("--variant", default="full", help=f"one of {sorted(VARIANTS)} (default: full); no_consistency / "
                                                      "no_sff need the decoder trained with that variant")
     p.add_argument("--steps", type=int, default=d.steps, help=f"DDIM steps (default {d.steps})")
-    p.add_argument("--t0", type=int, default=d.t0, help=f"start timestep of the sampler (default {d.t0})")
+    p.add_argument("--t0", type=int, default=d.t0, help="start timestep of the sampler (default: the decoder's "
+                                                       "own start, the last trained step)")
     p.add_argument("--seed", type=int, default=d.seed, help="decode seed, stored in the file (default 0)")
     p.add_argument("--tile", type=int, default=d.tile, help=f"patch size in pixels (default {d.tile})")
     p.add_argument("--overlap", type=int, default=d.overlap, help=f"patch overlap in pixels (default {d.overlap})")
     p.add_argument("--guidance", type=float, default=d.guidance, help="consistency guidance strength in [0, 1]")
+    p.add_argument("--bound", type=float, default=d.bound, help=f"consistency bound (default {d.bound})")
+    p.add_argument("--eta", type=float, default=d.eta, help=f"sampler noise per step in [0, 1] (default {d.eta})")
 
 
 def compress_main(argv: list[str] | None = None) -> int:
@@ -700,7 +789,8 @@ def compress_main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         variant = Variant.from_name(args.variant)
-        options = SamplingOptions(args.steps, args.t0, args.seed, args.tile, args.overlap, args.guidance)
+        options = SamplingOptions(args.steps, args.t0, args.seed, args.tile, args.overlap, args.guidance, args.bound,
+                                  args.eta)
         image = load_image(args.input)
         model = CGDM.from_checkpoints(args.model, args.decoder, args.device, options=options,
                                       boundary=variant.boundary)

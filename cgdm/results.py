@@ -37,7 +37,7 @@ def unavailable(reason: str) -> str:
     return f"unavailable: {reason}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def code_revision(root: str | None = None) -> str:
     """Git revision of the code (``+dirty`` when the tree has changes); ``unknown`` outside git."""
     root = root or str(Path(__file__).resolve().parent.parent)

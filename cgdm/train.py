@@ -172,7 +172,8 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         step = int(state["step"])
     elif state_path.exists():
-        warnings.warn(f"{state_path} exists from an earlier run and will be overwritten (resume=False)")
+        warnings.warn(f"{state_path} exists from an earlier run and will be overwritten (resume=False)",
+                      stacklevel=2)
 
     def save_state() -> None:
         atomic_torch_save({"step": step, "params_hash": phash, "params": p, "model": model.state_dict(),

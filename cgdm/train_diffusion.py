@@ -4,30 +4,40 @@ The base codec (``requires["base"]``) is frozen and run in eval mode, so the dec
 the reconstructions, features and syntax vectors it gets at decode time. Per step, for a batch of random
 crops with a random rate index each:
 
-* ``x_base, features, syntax = base(x, r)`` (no gradient);
-* consistency branch (unless ``no_consistency``): ``features_c, x_c = branch(features, x_base)``,
+* ``y, features, syntax = base(x, r)`` (no gradient);
+* consistency branch (unless ``no_consistency``): ``features_c, x_c = branch(features, y)``,
   loss ``consistency_weight * MSE(x_c, x)``;
-* diffusion: ``t ~ U{0..t_max-1}``, ``x_t = sqrt(abar_t) x + sqrt(1 - abar_t) eps``,
-  ``x0 = unet(x_t, t, x_base, r, features_c, syntax)``, loss ``MSE(x0, x)``;
+* diffusion (``formulation: resshift``, :mod:`cgdm.diffusion.resshift`): ``t ~ U{0..T-1}``,
+  ``x_t = x + eta_t (y - x) + kappa sqrt(eta_t) eps``, exactly the inputs the sampler feeds the network;
+  ``x0 = unet(x_t, t, y, r, features_c, syntax)``, loss ``MSE(x0, x)``;
 * deviation bound (unless ``no_consistency``): ``deviation_weight * deviation_loss(x0, x_c)``
   (:func:`cgdm.consistency.deviation_loss`);
-* LPIPS on ``x0`` (``lpips_weight``) when the LPIPS weights are in the cache; they cannot be downloaded
-  here, so the term is skipped with a logged message otherwise (never computed with random weights).
+* perceptual terms (``perceptual``): ``adversarial`` = non-saturating loss of a conditional patch
+  discriminator (:mod:`cgdm.discriminator`, trained alternately, needs no weights); ``lpips`` = LPIPS-VGG
+  (VGG, so that AlexNet LPIPS stays an unbiased test metric), which needs its weights in the cache.
+  ``auto`` = adversarial, plus LPIPS-VGG when its weights are there; naming ``lpips`` without the weights
+  is an error that says how to fetch them. The checkpoint's meta records the losses used.
 
-``t_max`` limits training to the noise levels the sampler visits (it starts at ``t0 < t_max``).
+The optimiser follows a cosine learning-rate decay; an exponential moving average of the decoder's
+weights (``ema_decay``) is what the checkpoint stores.
+
+``formulation: ddim`` keeps the older variance-preserving training (noised originals, ``t < t_max``) for
+comparison; its sampler starts from the noised base reconstruction, an input it never trained on.
 
 Variants (``params["variant"]``): ``full``, ``no_consistency`` (no branch, no consistency and deviation
 losses), ``no_sff`` (fixed fusion). ``no_boundary`` only changes decoding and trains like ``full``.
 
 Determinism and resume follow :mod:`cgdm.train`: crops, rates, timesteps and noise come from one seeded
-generator; ``<out>.state`` is written every ``checkpoint_every`` steps (model, optimizer, generator) and a
-rerun with the same params continues from it; the final checkpoint is written atomically by
-:func:`cgdm.zoo.save_checkpoint` and the state file removed.
+generator; ``<out>.state`` is written every ``checkpoint_every`` steps (decoder, discriminator, EMA,
+optimizers, generator) and a rerun with the same params continues from it; the final checkpoint is
+written atomically by :func:`cgdm.zoo.save_checkpoint` and the state file removed.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import os
 import time
 import warnings
@@ -39,11 +49,12 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cgdm.consistency import deviation_loss
+from cgdm.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from cgdm.model import DECODER_ARCH, CGDMDecoder, DecoderConfig, Variant, load_base
 from cgdm.results import config_hash
 from cgdm.zoo import atomic_torch_save, save_checkpoint
 
-__all__ = ["DEFAULT_PARAMS", "PAPER_PARAMS", "decoder_config", "train_decoder"]
+__all__ = ["DEFAULT_PARAMS", "PAPER_PARAMS", "PERCEPTUAL", "decoder_config", "train_decoder"]
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +68,29 @@ DEFAULT_PARAMS: dict = {
     "consistency_channels": 32,
     "consistency_hidden": 64,
     "consistency_blocks": 2,
-    "schedule": "linear",
-    "num_train_timesteps": 1000,
+    "formulation": "resshift",
+    "num_train_timesteps": 4,
+    "kappa": 0.2,
+    "refine_channels": 0,  # full-resolution output head; hurt PSNR and SWD in 600-step CPU runs (benchmark)
+    "schedule": "linear",  # ddim only
+    "t_max": 500,  # ddim only: highest training step
     # losses
-    "t_max": 500,
     "consistency_weight": 1.0,
     "deviation_weight": 1.0,
     "bound": 0.02,
     "factor": None,  # block size of the deviation bound; None = 2 * unshuffle, as sampling guidance uses
+    "perceptual": "auto",  # see PERCEPTUAL
+    "adversarial_weight": 0.005,
+    "adversarial_start": 0.25,  # fraction of steps trained without the adversarial term (a usable x0 first)
     "lpips_weight": 0.1,
+    "disc_channels": 32,
     # optimisation
     "steps": 1200,
     "batch_size": 8,
     "patch_size": 128,
     "lr": 4e-4,
+    "lr_final": 0.1,  # cosine decay to this fraction of lr
+    "ema_decay": 0.995,
     "clip_max_norm": 1.0,
     "seed": 0,
     "checkpoint_every": 100,
@@ -84,7 +104,11 @@ PAPER_PARAMS: dict = {**DEFAULT_PARAMS, "channels": [64, 128, 256], "unshuffle":
 
 _RESUMABLE_KEYS = {"steps", "checkpoint_every", "threads"}
 _ARCH_KEYS = ("channels", "unshuffle", "emb_dim", "consistency_channels", "consistency_hidden",
-              "consistency_blocks", "schedule", "num_train_timesteps")
+              "consistency_blocks", "formulation", "schedule", "num_train_timesteps", "kappa", "refine_channels")
+
+#: ``perceptual`` settings -> perceptual losses (``auto`` adds LPIPS-VGG only when its weights are cached)
+PERCEPTUAL = {"none": (), "adversarial": ("adversarial",), "lpips": ("lpips",),
+              "adversarial+lpips": ("adversarial", "lpips"), "auto": ("adversarial",)}
 
 
 def _state_path(out: Path) -> Path:
@@ -113,31 +137,36 @@ def _base_checkpoint(requires: dict | None):
                      f"`requires: [<base model name>]` (got {sorted(requires) or 'none'})")
 
 
-def _lpips_loss(device: torch.device):
-    """pyiqa LPIPS as a loss when its weights are cached (never downloaded here), else None."""
+def _lpips_loss(device: torch.device, required: bool):
+    """pyiqa LPIPS-VGG as a loss when its weights are cached (never downloaded here). Missing weights:
+    ``required`` (``perceptual`` names lpips) -> ValueError naming the fix; else None (``auto``)."""
     from cgdm.evaluation import weights as W
-    from cgdm.evaluation.metrics import (
-        PRETRAINED_FILE,
-        DownloadBlocked,
-        no_downloads,
-        torch_home,
-    )
+    from cgdm.evaluation.metrics import DownloadBlocked, no_downloads, torch_home
 
     cache = W.default_cache()
-    ok, reason = W.status("lpips", cache)
+    ok, reason = W.status("lpips-vgg", cache)
     if not ok:
-        log.warning("LPIPS loss skipped: %s", reason)
+        if required:
+            raise ValueError(f"perceptual loss lpips is configured but {reason}; or set perceptual: adversarial")
+        log.info("perceptual: auto without LPIPS-VGG (%s)", reason)
         return None
-    import pyiqa
+    import pyiqa  # lazy: pyiqa is slow to import and only this loss needs it
 
     try:
         with torch_home(cache), no_downloads():
-            metric = pyiqa.create_metric("lpips", as_loss=True, device=device,
-                                         pretrained_model_path=str(W.WEIGHTS[PRETRAINED_FILE["lpips"]].path(cache)))
+            return pyiqa.create_metric("lpips-vgg", as_loss=True, device=device,
+                                       pretrained_model_path=str(W.WEIGHTS["lpips_vgg_v0.1"].path(cache)))
     except DownloadBlocked as exc:
-        log.warning("LPIPS loss skipped: %s", exc)
+        if required:
+            raise ValueError(f"perceptual loss lpips is configured but its weights are incomplete ({exc}); "
+                             f"{W.fetch_hint(cache)}") from exc
+        log.info("perceptual: auto without LPIPS-VGG (%s)", exc)
         return None
-    return metric
+
+
+def _lr_factor(step: int, total: int, final: float) -> float:
+    """Cosine decay from 1 to ``final`` over ``total`` steps (a function of the step: resumable)."""
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
 def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike, requires: dict | None = None,
@@ -160,8 +189,11 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
     if p["threads"]:
         torch.set_num_threads(int(p["threads"]))
     device = torch.device(device)
-    if not 0 < int(p["t_max"]) <= int(p["num_train_timesteps"]):
+    if p["formulation"] == "ddim" and not 0 < int(p["t_max"]) <= int(p["num_train_timesteps"]):
         raise ValueError(f"t_max must be in 1..num_train_timesteps, got {p['t_max']}")
+    if p["perceptual"] not in PERCEPTUAL:
+        raise ValueError(f"unknown perceptual setting {p['perceptual']!r}; use one of {sorted(PERCEPTUAL)}")
+    wanted = PERCEPTUAL[p["perceptual"]]
 
     base, base_meta = load_base(base_path, str(device))
     base.requires_grad_(False)
@@ -177,7 +209,22 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
     m = decoder.multiple
     if int(p["patch_size"]) % m:
         raise ValueError(f"patch_size must be a multiple of {m} for this decoder, got {p['patch_size']}")
+    factor = int(p["factor"] or 2 * config.unshuffle)
+    if int(p["patch_size"]) % factor:
+        raise ValueError(f"patch_size must be a multiple of the deviation block size {factor}")
+    # LPIPS is checked before any training step: a configured loss that cannot run stops the job now
+    lpips = None
+    if p["perceptual"] == "auto" or "lpips" in wanted:
+        lpips = _lpips_loss(device, required="lpips" in wanted) if float(p["lpips_weight"]) > 0 else None
+    disc = d_opt = None
+    if "adversarial" in wanted and float(p["adversarial_weight"]) > 0:
+        disc = PatchDiscriminator(int(p["disc_channels"])).to(device).train()
+        # beta1 0.5: the usual GAN setting; the critic's target moves every step
+        d_opt = torch.optim.Adam(disc.parameters(), lr=float(p["lr"]), betas=(0.5, 0.9))
+    losses_used = ["diffusion"] + (["consistency", "deviation"] if config.consistency else []) \
+        + (["adversarial"] if disc is not None else []) + (["lpips"] if lpips is not None else [])
     optimizer = torch.optim.Adam(decoder.parameters(), lr=float(p["lr"]))
+    ema = copy.deepcopy(decoder).eval().requires_grad_(False)
     generator = torch.Generator().manual_seed(int(p["seed"]))
     step = 0
 
@@ -188,30 +235,37 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
             raise ValueError(f"{state_path} was written with different params or another base checkpoint; "
                              "delete it to start over, or restore the params it was made with")
         decoder.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
+        if disc is not None:
+            disc.load_state_dict(state["disc"])
+            d_opt.load_state_dict(state["disc_optimizer"])
         generator.set_state(state["rng"])
         step = int(state["step"])
     elif state_path.exists():
-        warnings.warn(f"{state_path} exists from an earlier run and will be overwritten (resume=False)")
+        warnings.warn(f"{state_path} exists from an earlier run and will be overwritten (resume=False)",
+                      stacklevel=2)
 
     def save_state() -> None:
+        extra = {} if disc is None else {"disc": disc.state_dict(), "disc_optimizer": d_opt.state_dict()}
         atomic_torch_save({"step": step, "params_hash": phash, "params": p, "model": decoder.state_dict(),
-                           "optimizer": optimizer.state_dict(), "rng": generator.get_state()}, state_path)
+                           "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                           "rng": generator.get_state(), **extra}, state_path)
 
-    factor = int(p["factor"] or 2 * config.unshuffle)
-    if int(p["patch_size"]) % factor:
-        raise ValueError(f"patch_size must be a multiple of the deviation block size {factor}")
-    lpips = _lpips_loss(device) if float(p["lpips_weight"]) > 0 else None
-    schedule = decoder.schedule
     total, every = int(p["steps"]), max(1, int(p["checkpoint_every"]))
+    t_range = int(p["num_train_timesteps"]) if config.formulation == "resshift" else int(p["t_max"])
     bar = tqdm(total=total, initial=step, desc=f"train {out.name}", unit="step", disable=not progress,
                dynamic_ncols=True)
     t_start, timed, last = time.perf_counter(), 0, {}
     while step < total:
+        lr_scale = _lr_factor(step, total, float(p["lr_final"]))
+        for opt in (optimizer, d_opt):
+            for group in (opt.param_groups if opt is not None else []):
+                group["lr"] = float(p["lr"]) * lr_scale
         x = data.sample(int(p["batch_size"]), generator).to(device)
         b = x.size(0)
         r = torch.randint(base.num_rates, (b,), generator=generator).to(device)
-        t = torch.randint(int(p["t_max"]), (b,), generator=generator).to(device)
+        t = torch.randint(t_range, (b,), generator=generator).to(device)
         eps = torch.randn(x.shape, generator=generator).to(device)
         with torch.no_grad():
             bo = base(x, r)
@@ -221,11 +275,14 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
         features, x_c = decoder.condition(bo["features"], xb)
         if x_c is not None:
             losses["consistency"] = float(p["consistency_weight"]) * F.mse_loss(x_c, target)
-        x_t = schedule.add_noise(target, eps, t)
-        x0 = decoder(x_t, t, xb, r, features, bo["syntax"])
+        x0 = decoder(decoder.training_input(target, xb, eps, t), t, xb, r, features, bo["syntax"])
         losses["diffusion"] = F.mse_loss(x0, target)
         if x_c is not None and float(p["deviation_weight"]) > 0:
             losses["deviation"] = float(p["deviation_weight"]) * deviation_loss(x0, x_c, float(p["bound"]), factor)
+        adversarial = disc is not None and step >= float(p["adversarial_start"]) * total
+        if adversarial:
+            disc.requires_grad_(False)  # the generator step must not accumulate critic gradients
+            losses["adversarial"] = float(p["adversarial_weight"]) * generator_loss(disc(x0, xb))
         if lpips is not None:
             losses["lpips"] = float(p["lpips_weight"]) * lpips((x0.clamp(-1, 1) + 1) / 2, x).mean()
         loss = sum(losses.values())
@@ -236,6 +293,21 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
         if p["clip_max_norm"]:
             torch.nn.utils.clip_grad_norm_(decoder.parameters(), float(p["clip_max_norm"]))
         optimizer.step()
+        if adversarial:
+            disc.requires_grad_(True)
+            d_loss = discriminator_loss(disc(target, xb), disc(x0.detach(), xb))
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+            losses["critic"] = d_loss.detach()
+        # EMA with a warm-up (short runs would otherwise keep mostly the initial weights)
+        decay = min(float(p["ema_decay"]), (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, w in zip(ema.state_dict().values(), decoder.state_dict().values(), strict=True):
+                if e.dtype.is_floating_point:
+                    e.lerp_(w, 1 - decay)
+                else:
+                    e.copy_(w)
         step += 1
         timed += 1
         last = {k: v.item() for k, v in losses.items()} | {"loss": loss.item()}
@@ -248,15 +320,15 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
     bar.close()
     ms_per_step = 1000.0 * (time.perf_counter() - t_start) / max(1, timed)
 
-    decoder.eval()
     meta = {
         "arch": DECODER_ARCH, "steps": step, "variant": config.variant.name, "config": config.to_dict(),
         "params": p, "params_hash": phash, "base_weights_sha256": base_meta.get("weights_sha256"),
-        "lpips": lpips is not None, "train_images": len(data.images), "device": str(device),
-        "ms_per_step": round(ms_per_step, 1), "final": last,
+        "losses": losses_used, "lpips": lpips is not None, "ema_decay": float(p["ema_decay"]),
+        "train_images": len(data.images), "device": str(device), "ms_per_step": round(ms_per_step, 1),
+        "final": last,
     }
-    save_checkpoint(out, decoder.state_dict(), meta)
+    save_checkpoint(out, ema.state_dict(), meta)
     state_path.unlink(missing_ok=True)
-    log.info("decoder %s: %d steps, %.0f ms/step, final %s", config.variant.name, step, ms_per_step,
-             {k: round(v, 5) for k, v in last.items()})
+    log.info("decoder %s: %d steps, %.0f ms/step, losses %s, final %s", config.variant.name, step, ms_per_step,
+             "+".join(losses_used), {k: round(v, 5) for k, v in last.items()})
     return out

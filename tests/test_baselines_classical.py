@@ -17,7 +17,16 @@ from PIL import Image
 
 from baselines.base import CodecUnavailable, make_codec, write_bitstream
 from baselines.classical import (
-    BPG, HEIC, VTM, JPEGXL, RatePoint, parse_rate, read_yuv444, rgb_to_ycbcr444, write_yuv444, ycbcr444_to_rgb,
+    BPG,
+    HEIC,
+    JPEGXL,
+    VTM,
+    RatePoint,
+    parse_rate,
+    read_yuv444,
+    rgb_to_ycbcr444,
+    write_yuv444,
+    ycbcr444_to_rgb,
 )
 from cgdm.imageio import load_image
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import os
 import re
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,13 @@ from PIL import Image
 
 from baselines.base import CodecUnavailable, make_codec, write_bitstream
 from baselines.learned import (
-    CompressAITrained, CompressAIZoo, build_model, load_checkpoint, pack, train, unpack,
+    CompressAITrained,
+    CompressAIZoo,
+    build_model,
+    load_checkpoint,
+    pack,
+    train,
+    unpack,
 )
 from cgdm.imageio import load_image
 
@@ -159,17 +162,11 @@ def test_bitstream_header():
 
 
 @pytest.fixture
-def weight_server(tmp_path):
+def weight_server(http_server, tmp_path):
     """Serve tmp_path/www over HTTP on 127.0.0.1; yields (base_url, folder)."""
     www = tmp_path / "www"
     www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/models", www
-    server.shutdown()
+    return f"{http_server(www).url}/models", www
 
 
 def _publish_tiny_zoo_file(www: Path) -> tuple[str, str]:

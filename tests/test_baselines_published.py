@@ -10,8 +10,15 @@ import pandas as pd
 import pytest
 
 from baselines.published import (
-    DATA_DIR, PublishedError, list_published, load_published, main, ms_ssim_from_db, parse_file,
-    published_twin_diff, twin_points,
+    DATA_DIR,
+    PublishedError,
+    list_published,
+    load_published,
+    main,
+    ms_ssim_from_db,
+    parse_file,
+    published_twin_diff,
+    twin_points,
 )
 from cgdm.results import TIDY_COLUMNS
 

@@ -40,7 +40,9 @@ def test_known_value_with_shifted_rate_points(method):
     """Same underlying curve q = 10 log10(r) + 37 sampled at other rates, 20 % cheaper: -20 % (exact for
     cubic, whose fit of a log-linear curve is exact; Akima is exact on straight lines too)."""
     rt = np.array([0.15, 0.3, 0.5, 1.0, 1.4])
-    q = lambda r: 10 * np.log10(r) + 37
+    def q(r):
+        return 10 * np.log10(r) + 37
+
     bd = B.bd_rate(ANCHOR_RATE, q(ANCHOR_RATE), 0.8 * rt, q(rt), method=method)
     assert bd == pytest.approx(-20.0, abs=1e-6)
 
@@ -93,7 +95,7 @@ def _per_image_rows(codec, factor, n_images=12, seed=0, metric="psnr"):
     offsets = np.random.default_rng(100).normal(0, 1.5, n_images)  # the same images for every codec
     rng = np.random.default_rng(seed)
     rows = []
-    for r, (rate, q) in enumerate(zip(ANCHOR_RATE, ANCHOR_PSNR)):
+    for r, (rate, q) in enumerate(zip(ANCHOR_RATE, ANCHOR_PSNR, strict=True)):
         for i, o in enumerate(offsets):
             rows.append(dict(dataset="kodak", image=f"im{i}", codec=codec, kind="learned", rate=str(r),
                              bpp=factor * rate * np.exp(rng.normal(0, 0.05)), metric=metric,
@@ -245,7 +247,7 @@ def _flat_top_rows(codec, gap, sigma, seed, n_images=12):
     rng = np.random.default_rng(seed)
     rows = [dict(dataset="kodak", image=f"im{i}", codec=codec, kind="learned", rate=str(r), bpp=rate, metric="psnr",
                  value=qq + rng.normal(0, sigma), lower_better=False, status="ok")
-            for r, (rate, qq) in enumerate(zip(ANCHOR_RATE, q)) for i in range(n_images)]
+            for r, (rate, qq) in enumerate(zip(ANCHOR_RATE, q, strict=True)) for i in range(n_images)]
     return pd.DataFrame(rows).reindex(columns=TIDY_COLUMNS)
 
 

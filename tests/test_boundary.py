@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusion_fixtures import test_image, tiny_cgdm
 
 from cgdm.boundary import (
     Tiling,
@@ -19,6 +18,8 @@ from cgdm.boundary import (
 from cgdm.diffusion import DDIMSampler, NoiseSchedule
 from cgdm.model import SamplingOptions, image_to_tensor
 
+from helpers.diffusion import test_image, tiny_cgdm
+
 
 @pytest.mark.parametrize("h,w,patch,overlap", [(100, 130, 32, 8), (32, 32, 32, 8), (20, 50, 32, 16), (64, 200, 48, 0),
                                                (1088, 1920, 512, 64)])
@@ -26,10 +27,10 @@ def test_tiles_cover_the_image(h, w, patch, overlap):
     # (1088, 1920): fixed 512 patches with the last one shifted back would process 1.9x the pixels
     cover = torch.zeros(h, w)
     boxes = tile_boxes(h, w, patch, overlap)
-    for t, l, ph, pw in boxes:
-        assert 0 <= t and t + ph <= h and 0 <= l and l + pw <= w
+    for top, left, ph, pw in boxes:
+        assert 0 <= top and top + ph <= h and 0 <= left and left + pw <= w
         assert ph <= patch and pw <= patch
-        cover[t:t + ph, l:l + pw] += 1
+        cover[top:top + ph, left:left + pw] += 1
     assert bool((cover >= 1).all())
     assert len({(b[2], b[3]) for b in boxes}) == 1, "one patch size: patches batch together"
     # evenly spread: the pixels processed exceed the image by about the overlaps only
@@ -38,8 +39,8 @@ def test_tiles_cover_the_image(h, w, patch, overlap):
     assert len(rows) * ph <= h + (len(rows) - 1) * (overlap + 1) + 1
     assert len(cols) * pw <= w + (len(cols) - 1) * (overlap + 1) + 1
     grid = torch.zeros(h, w)
-    for t, l, ph, pw in grid_boxes(h, w, patch):
-        grid[t:t + ph, l:l + pw] += 1
+    for top, left, ph, pw in grid_boxes(h, w, patch):
+        grid[top:top + ph, left:left + pw] += 1
     assert bool((grid == 1).all()), "no_boundary patches must partition the image"
 
 
@@ -87,8 +88,13 @@ def test_tiled_prediction_matches_untiled_on_an_image_that_fits():
 def test_global_noise_is_drawn_once_and_patch_noise_is_independent():
     sampler = DDIMSampler(NoiseSchedule(), steps=2, t0=200)
     x = torch.zeros(1, 3, 64, 64)
-    ident = lambda xs, t, boxes: xs * 0.9
-    g = lambda: torch.Generator().manual_seed(3)
+
+    def ident(xs, t, boxes):
+        return xs * 0.9
+
+    def g():
+        return torch.Generator().manual_seed(3)
+
     untiled = sample_global(sampler, x, ident, g(), None)
     tiled = sample_global(sampler, x, ident, g(), Tiling(32, 8, 2))
     assert torch.allclose(untiled, tiled, atol=1e-6), "a pointwise denoiser must not see the tiling"
@@ -126,9 +132,9 @@ def fitted():
     g = torch.Generator().manual_seed(0)
     target, xb = x * 2 - 1, x_blur * 2 - 1
     for _ in range(60):
-        t = torch.randint(500, (1,), generator=g)
+        t = torch.randint(dec.config.num_train_timesteps, (1,), generator=g)
         f, x_c = dec.condition(feats, xb)
-        x0 = dec(dec.schedule.add_noise(target, torch.randn(x.shape, generator=g), t), t, xb, 1, f, syntax)
+        x0 = dec(dec.training_input(target, xb, torch.randn(x.shape, generator=g), t), t, xb, 1, f, syntax)
         loss = F.mse_loss(x0, target) + F.mse_loss(x_c, target)
         opt.zero_grad()
         loss.backward()
@@ -142,13 +148,16 @@ def test_boundary_control_lowers_seams_and_matches_untiled_decode(fitted, tile):
     model, _, x_blur, feats, syntax = fitted
 
     def decode(tile, boundary):
-        opts = SamplingOptions(steps=3, t0=300, tile=tile, overlap=16)
+        opts = SamplingOptions(steps=3, tile=tile, overlap=16)
         return model.postprocess(x_blur, feats, syntax, 1, opts, boundary=boundary)
 
     untiled = decode(128, True)  # 128 >= both sides: one patch
     tiled = decode(tile, True)
     independent = decode(tile, False)
-    psnr = lambda a, b: float(-10 * torch.log10(((a - b) ** 2).mean()))
+
+    def psnr(a, b):
+        return float(-10 * torch.log10(((a - b) ** 2).mean()))
+
     assert psnr(tiled, untiled) > 45, "globally uniform tiling must match the untiled decode closely"
     assert psnr(independent, untiled) < psnr(tiled, untiled)
     s_global, s_indep, s_ref = seam_metric(tiled, tile), seam_metric(independent, tile), seam_metric(untiled, tile)

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import io
 import json
 import shutil
 import socket
-import socketserver
-import threading
 import zipfile
 from pathlib import Path
 
@@ -53,63 +50,11 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class _LoopbackServer(http.server.ThreadingHTTPServer):
-    def server_bind(self):
-        # HTTPServer.server_bind resolves the host name (getfqdn), which can take seconds offline
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
-
-
-class _Server:
-    """Loopback HTTP server over a dict {path: bytes}; honours ``Range: bytes=N-``; logs requests."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files = files
-        self.requests: list[tuple[str, str | None]] = []
-        self.cut_after: int | None = None
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                rng = self.headers.get("Range")
-                outer.requests.append((self.path, rng))
-                data = outer.files.get(self.path)
-                if data is None:
-                    self.send_error(404, "Not Found")
-                    return
-                start = int(rng.split("=")[1].rstrip("-")) if rng else 0
-                self.send_response(206 if rng else 200)
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                if outer.cut_after is not None:  # simulate a dropped connection mid-transfer
-                    self.wfile.write(data[start:start + outer.cut_after])
-                    self.close_connection = True
-                    return
-                self.wfile.write(data[start:])
-
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
-        self.httpd = _LoopbackServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        # short poll interval: shutdown() waits for it, once per test
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                       daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def server():
-    with _Server({"/cvl/fixture.zip": ARCHIVE, "/kodak/a.png": IMAGES["a.png"],
-                  "/kodak/b.png": IMAGES["b.png"]}) as srv:
-        yield srv
+def server(http_server):
+    """Loopback server (conftest.py's ``http_server``) over {path: bytes}; honours ``Range: bytes=N-``."""
+    return http_server({"/cvl/fixture.zip": ARCHIVE, "/kodak/a.png": IMAGES["a.png"],
+                        "/kodak/b.png": IMAGES["b.png"]}, ranges=True)
 
 
 def _closed_port_url() -> str:
@@ -444,18 +389,18 @@ def _two_archives() -> dict[str, bytes]:
             "/cvl/mob.zip": _zip({"mob/c.png": IMAGES["c.png"], "__MACOSX/mob/._c.png": b"junk"})}
 
 
-def test_dataset_of_two_archives_is_their_union_and_reuses_downloads(register, tmp_path):
+def test_dataset_of_two_archives_is_their_union_and_reuses_downloads(http_server, register, tmp_path):
     zips = _two_archives()
-    with _Server(zips) as srv:
-        files = {k: RemoteFile(f"{srv.url}{k}", len(v), _sha(v)) for k, v in zips.items()}
-        register(_archive_entry("", name="pro", files=(files["/cvl/pro.zip"],), n_images=2))
-        register(_archive_entry("", name="both", files=(files["/cvl/pro.zip"], files["/cvl/mob.zip"]),
-                                n_images=3))
-        D.prepare("pro", tmp_path, progress=False)
-        srv.requests.clear()
-        folder = D.prepare("both", tmp_path, progress=False)
-        # the archive downloaded for "pro" is reused from <root>/downloads: only the other one is fetched
-        assert [path for path, _ in srv.requests] == ["/cvl/mob.zip"]
+    srv = http_server(zips, ranges=True)
+    files = {k: RemoteFile(f"{srv.url}{k}", len(v), _sha(v)) for k, v in zips.items()}
+    register(_archive_entry("", name="pro", files=(files["/cvl/pro.zip"],), n_images=2))
+    register(_archive_entry("", name="both", files=(files["/cvl/pro.zip"], files["/cvl/mob.zip"]),
+                            n_images=3))
+    D.prepare("pro", tmp_path, progress=False)
+    srv.requests.clear()
+    folder = D.prepare("both", tmp_path, progress=False)
+    # the archive downloaded for "pro" is reused from <root>/downloads: only the other one is fetched
+    assert [path for path, _ in srv.requests] == ["/cvl/mob.zip"]
     assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.png", "c.png"]
     assert D.read_sha256sums(tmp_path / "both" / D.MANIFEST) == {f"images/{n}": _sha(v) for n, v in IMAGES.items()}
     assert D.main(["both", "--root", str(tmp_path), "--delete-archive"]) == 0   # already complete: no-op
@@ -467,13 +412,13 @@ def _manual_help_text(ds, root):
     return D._manual_help(ds, root)
 
 
-def test_name_collision_across_archives_fails_and_leaves_no_images(register, tmp_path):
+def test_name_collision_across_archives_fails_and_leaves_no_images(http_server, register, tmp_path):
     zips = {"/cvl/one.zip": _zip({"x/a.png": IMAGES["a.png"]}), "/cvl/two.zip": _zip({"y/A.png": IMAGES["b.png"]})}
-    with _Server(zips) as srv:
-        files = tuple(RemoteFile(f"{srv.url}{k}", len(v), _sha(v)) for k, v in zips.items())
-        register(_archive_entry("", name="clash2", files=files, n_images=None))
-        with pytest.raises(DatasetError, match=r"same name.*one\.zip:a\.png.*y/A\.png"):
-            D.prepare("clash2", tmp_path, progress=False)
+    srv = http_server(zips, ranges=True)
+    files = tuple(RemoteFile(f"{srv.url}{k}", len(v), _sha(v)) for k, v in zips.items())
+    register(_archive_entry("", name="clash2", files=files, n_images=None))
+    with pytest.raises(DatasetError, match=r"same name.*one\.zip:a\.png.*y/A\.png"):
+        D.prepare("clash2", tmp_path, progress=False)
     assert not (tmp_path / "clash2" / "images").exists() and not (tmp_path / "clash2" / D.MANIFEST).exists()
 
 

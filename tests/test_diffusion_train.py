@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from diffusion_fixtures import test_image, tiny_base
 
 from cgdm.imageio import save_png
 from cgdm.model import CGDM, load_decoder
 from cgdm.train_diffusion import train_decoder
 from cgdm.zoo import load_checkpoint, save_checkpoint
+
+from helpers.diffusion import test_image, tiny_base
 
 TINY = {"channels": [8, 16], "emb_dim": 16, "consistency_channels": 8, "consistency_hidden": 8,
         "consistency_blocks": 1, "batch_size": 2, "patch_size": 32, "steps": 4, "checkpoint_every": 2,
@@ -107,3 +108,30 @@ def test_cgdm_train_dispatches_decoder_stage(setup):
                                    "requires": {"base": str(base_ckpt)}, "params": TINY}))
     assert main(["--config", str(cfg)]) == 0
     assert np.isfinite(load_decoder(out)[1]["final"]["loss"])
+
+
+def test_perceptual_losses_are_recorded_and_a_missing_one_is_an_error(setup, tmp_path, monkeypatch):
+    """perceptual: adversarial trains a critic and says so in the checkpoint; perceptual: lpips without the
+    LPIPS-VGG weights stops before the first step with the fix (never a silent skip)."""
+    root, images, base_ckpt = setup
+    out = tmp_path / "adv.pth"
+    train_decoder({**TINY, "perceptual": "adversarial", "adversarial_start": 0.0}, images, out,
+                  {"base": str(base_ckpt)}, progress=False)
+    _, meta = load_decoder(out)
+    assert meta["losses"] == ["diffusion", "consistency", "deviation", "adversarial"]
+    assert "critic" in meta["final"] and "adversarial" in meta["final"]
+    none = tmp_path / "none.pth"
+    train_decoder({**TINY, "perceptual": "none"}, images, none, {"base": str(base_ckpt)}, progress=False)
+    assert load_decoder(none)[1]["losses"] == ["diffusion", "consistency", "deviation"]
+
+    monkeypatch.setenv("CGDM_WEIGHTS_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ValueError, match=r"lpips.*(fetch|--list)"):
+        train_decoder({**TINY, "perceptual": "lpips", "lpips_weight": 0.1}, images, tmp_path / "l.pth",
+                      {"base": str(base_ckpt)}, progress=False)
+    assert not (tmp_path / "l.pth").exists() and not (tmp_path / "l.pth.state").exists()
+    # auto falls back to the adversarial term alone, and records it
+    train_decoder({**TINY, "perceptual": "auto", "lpips_weight": 0.1}, images, tmp_path / "a.pth",
+                  {"base": str(base_ckpt)}, progress=False)
+    assert load_decoder(tmp_path / "a.pth")[1]["losses"][-1] == "adversarial"
+    with pytest.raises(ValueError, match="unknown perceptual"):
+        train_decoder({**TINY, "perceptual": "gan"}, images, tmp_path / "x.pth", {"base": str(base_ckpt)})

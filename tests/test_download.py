@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import socket
-import threading
 
 import pytest
 
@@ -16,33 +14,11 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 @pytest.fixture
-def server():
+def server(http_server):
     """/good.bin (PAYLOAD), /short.bin (announces more bytes than it sends), /slow.bin (never answers), else 404."""
-    release = threading.Event()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # http.server API name
-            if self.path == "/slow.bin":
-                release.wait(10)
-                return
-            if self.path not in ("/good.bin", "/short.bin"):
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(PAYLOAD) + (self.path == "/short.bin")))
-            self.end_headers()
-            self.wfile.write(PAYLOAD)
-            self.close_connection = True
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    release.set()
-    httpd.shutdown()
-    httpd.server_close()
+    srv = http_server({"/good.bin": PAYLOAD, "/short.bin": PAYLOAD + b"\0"}, cut_after={"/short.bin": len(PAYLOAD)},
+                      hang={"/slow.bin"})
+    return srv.url
 
 
 def test_good_file_full_hash_and_prefix(server, tmp_path):

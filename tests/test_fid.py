@@ -11,7 +11,8 @@ from cgdm.evaluation import DATASET_IMAGE
 from cgdm.evaluation import fid as F
 from cgdm.evaluation.tidy import read_encode_table
 from cgdm.results import TIDY_COLUMNS
-from test_evaluation_fixtures import make_encode_table, seed_weights_cache
+
+from helpers.evaluation import make_encode_table, seed_weights_cache
 
 
 @pytest.mark.parametrize("shape", [(512, 768, 3), (768, 512, 3)])

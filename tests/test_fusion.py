@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from diffusion_fixtures import tiny_decoder
 
 from cgdm.fusion import SyntaxFeatureFusion
+
+from helpers.diffusion import tiny_decoder
 
 
 def test_sff_gates_follow_the_syntax_and_local_features():

@@ -25,13 +25,14 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from diffusion_fixtures import test_image, tiny_cgdm
 
 from cgdm import bitstream as bs
 from cgdm.cli import main as cli
 from cgdm.codec import ARCH, BaseCodec
 from cgdm.coder import BaseCoder
 from cgdm.zoo import save_checkpoint
+
+from helpers.diffusion import test_image, tiny_cgdm
 
 MEMORY_LIMIT = 3 << 30   # address space each decoding process may add to what its imports mapped (RLIMIT_AS)
 TIME_BOUND = 60.0        # seconds per file (2 shared CPU cores; typical: well under 1 s)
@@ -277,8 +278,9 @@ def _run_fuzz(corpus, tmp_path, n: int, seed: int) -> dict:
                 path.unlink()
     finally:
         worker.close()
-    stats = {"files": n, "restarts": worker.starts - 1, "outcomes": outcomes, "kinds": kinds, "seconds": round(time.perf_counter() - t_start, 1),
-             "max_seconds_per_file": round(max(times), 2), "worker_peak_rss_mb": round(worker.peak_rss_mb())}
+    stats = {"files": n, "restarts": worker.starts - 1, "outcomes": outcomes, "kinds": kinds,
+             "seconds": round(time.perf_counter() - t_start, 1), "max_seconds_per_file": round(max(times), 2),
+             "worker_peak_rss_mb": round(worker.peak_rss_mb())}
     print(json.dumps(stats))
     assert not bad, bad[:5]
     return stats

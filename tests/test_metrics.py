@@ -9,7 +9,8 @@ import pytest
 from cgdm.evaluation import metrics as M
 from cgdm.evaluation import weights as W
 from cgdm.results import TIDY_COLUMNS
-from test_evaluation_fixtures import make_encode_table, seed_weights_cache
+
+from helpers.evaluation import make_encode_table, seed_weights_cache
 
 
 @pytest.fixture
@@ -58,7 +59,10 @@ def test_psnr_is_rgb_peak_255_and_ms_ssim_matches_compressai(tmp_path):
     values = m(rec, ref)
     mse = np.mean((rec.astype(float) - ref.astype(float)) ** 2)
     assert values["psnr"][0] == pytest.approx(10 * np.log10(255.0**2 / mse), abs=1e-3)
-    t = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None].double()
+
+    def t(a):
+        return torch.from_numpy(a).permute(2, 0, 1)[None].double()
+
     expected = pytorch_msssim.ms_ssim(t(rec), t(ref), data_range=255).item()
     assert values["ms_ssim"][0] == pytest.approx(expected, abs=1e-5)
     # pyiqa's default MS-SSIM is luma-only and sees a blue-only error much less: not what we measure

@@ -1,9 +1,10 @@
 """CGDM model (cgdm.model): bytes round trip, determinism, header flags, ablation switches, workflow codec."""
 
+import struct
+
 import numpy as np
 import pytest
 import torch
-from diffusion_fixtures import test_image, tiny_base, tiny_cgdm, tiny_decoder
 
 from baselines.base import CodecUnavailable, make_codec
 from cgdm import bitstream as bs
@@ -18,6 +19,8 @@ from cgdm.model import (
     tensor_to_image,
 )
 from cgdm.zoo import save_checkpoint
+
+from helpers.diffusion import test_image, tiny_base, tiny_cgdm, tiny_decoder
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +45,10 @@ def test_round_trip_through_bytes_equals_the_model_output(model):
 def test_seed_steps_and_t0_are_stored_and_used(model):
     img = test_image(48, 48)
     ref = model.decompress(model.compress(img, 0))
-    for opts in (SamplingOptions(steps=2, t0=100, seed=7, tile=64, overlap=16),
-                 SamplingOptions(steps=3, t0=100, tile=64, overlap=16),
-                 SamplingOptions(steps=2, t0=150, tile=64, overlap=16)):
+    for opts in (SamplingOptions(steps=2, seed=7, tile=64, overlap=16),
+                 SamplingOptions(steps=3, tile=64, overlap=16),
+                 SamplingOptions(steps=2, t0=2, tile=64, overlap=16),
+                 SamplingOptions(steps=2, tile=64, overlap=16, eta=0.0)):
         data = model.compress(img, 0, options=opts)
         assert SamplingOptions.unpack(bs.read_cgdm(data)[1]["decoder"]) == opts
         assert not np.array_equal(model.decompress(data), ref)
@@ -52,17 +56,23 @@ def test_seed_steps_and_t0_are_stored_and_used(model):
 
 
 def test_sampling_options_pack_and_validate():
-    o = SamplingOptions(steps=6, t0=321, seed=2**32 - 1, tile=256, overlap=32, guidance=0.5, bound=0.015)
-    assert len(o.pack()) == 15
+    o = SamplingOptions(steps=6, t0=321, seed=2**32 - 1, tile=256, overlap=32, guidance=0.5, bound=0.015, eta=0.3)
+    assert len(o.pack()) == 16
     back = SamplingOptions.unpack(o.pack())
     assert back.steps == 6 and back.seed == 2**32 - 1 and back.guidance == pytest.approx(0.5, abs=1 / 255)
+    assert back.t0 == 321 and back.eta == pytest.approx(0.3, abs=1 / 255)
+    assert SamplingOptions.unpack(SamplingOptions().pack()).t0 is None  # "the decoder's own start"
+    # version 1 (15 bytes, DDIM decoders, no eta byte) still reads, as deterministic DDIM
+    v1 = struct.pack(">BBHIHHBH", 1, 4, 250, 0, 512, 64, 255, 200)
+    assert SamplingOptions.unpack(v1) == SamplingOptions(4, 250, 0, 512, 64, 1.0, 0.02, 0.0)
     with pytest.raises(bs.CorruptedFile):
         SamplingOptions.unpack(o.pack()[:-1])
     with pytest.raises(bs.UnsupportedVersion):
         SamplingOptions.unpack(b"\x09" + o.pack()[1:])
     with pytest.raises(bs.CorruptedFile, match="invalid decoder settings"):
         SamplingOptions.unpack(o.pack()[:1] + b"\x00" + o.pack()[2:])  # 0 steps
-    for bad in ({"steps": 0}, {"t0": 1, "steps": 4}, {"seed": -1}, {"overlap": 512}, {"guidance": 2.0}):
+    for bad in ({"steps": 0}, {"t0": 1, "steps": 4}, {"seed": -1}, {"overlap": 512}, {"guidance": 2.0},
+                {"eta": 1.5}, {"t0": 0xFFFF}):
         with pytest.raises(ValueError):
             SamplingOptions(**bad)
 
@@ -106,7 +116,7 @@ def test_only_the_switch_changes_the_computation(model):
     b = m2.reconstruct(x, 1)
     assert not torch.equal(a, b)
     # guidance off: outputs differ more (guidance pulls both to the same consistency reconstruction)
-    g0 = SamplingOptions(steps=2, t0=100, tile=64, overlap=16, guidance=0.0)
+    g0 = SamplingOptions(steps=2, tile=64, overlap=16, guidance=0.0)
     a0, b0 = model.reconstruct(x, 1, options=g0), model.reconstruct(x, 1, options=g0, boundary=False)
     assert (a - b).abs().mean() < (a0 - b0).abs().mean()
 
@@ -148,7 +158,7 @@ def _write_checkpoints(tmp_path, model, variant="full"):
 def test_workflow_codec_round_trip(tmp_path, model):
     base_ckpt, dec_ckpt = _write_checkpoints(tmp_path, model)
     entry = {"class": "cgdm.model.CGDMCodec", "rates": [0, 1],
-             "params": {"steps": 2, "t0": 100, "tile": 64, "overlap": 16}}
+             "params": {"steps": 2, "tile": 64, "overlap": 16}}
     codec = make_codec("cgdm", entry, {"base": str(base_ckpt), "decoder": str(dec_ckpt)})
     assert isinstance(codec, CGDMCodec) and codec.kind == "cgdm" and codec.extension == ".cgdm"
     codec.check_available()
@@ -178,7 +188,7 @@ def test_cli_round_trip(tmp_path, model, capsys):
     src, enc, dec = tmp_path / "in.png", tmp_path / "x.cgdm", tmp_path / "out.png"
     save_png(src, test_image(40, 40))
     args = ["--model", str(base_ckpt), "--decoder", str(dec_ckpt)]
-    assert compress_main([str(src), str(enc), *args, "--rate", "0", "--steps", "2", "--t0", "100",
+    assert compress_main([str(src), str(enc), *args, "--rate", "0", "--steps", "2", "--t0", "1",
                           "--tile", "64", "--overlap", "16", "--seed", "3"]) == 0
     assert SamplingOptions.unpack(bs.read_cgdm(enc.read_bytes())[1]["decoder"]).seed == 3
     assert decompress_main([str(enc), str(dec), *args]) == 0

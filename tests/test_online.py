@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from diffusion_fixtures import test_image, tiny_base, tiny_cgdm
 
 from cgdm import bitstream as bs
 from cgdm.model import image_to_tensor
 from cgdm.online import _decoder_output, online_compress
+
+from helpers.diffusion import test_image, tiny_base, tiny_cgdm
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,8 @@ from cgdm.evaluation import DATASET_IMAGE
 from cgdm.evaluation import fid as F
 from cgdm.evaluation import realism as R
 from cgdm.evaluation.tidy import shown_metrics, validate_tidy
-from test_evaluation_fixtures import make_encode_table
+
+from helpers.evaluation import make_encode_table
 
 
 def _textures(n: int = 6, size: tuple[int, int] = (96, 128), seed: int = 0) -> list[np.ndarray]:

@@ -13,8 +13,8 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 import numpy as np
+import pytest
 
 _SCRIPT = textwrap.dedent("""
     import sys, warnings
@@ -23,7 +23,7 @@ _SCRIPT = textwrap.dedent("""
     import numpy as np, torch
     torch.set_num_threads(threads)
     sys.path.insert(0, "tests")
-    from diffusion_fixtures import test_image, tiny_cgdm
+    from helpers.diffusion import test_image, tiny_cgdm
     from cgdm import rans_guard
     from cgdm.codec import ARCH, BaseCodec
     from cgdm.coder import BaseCoder

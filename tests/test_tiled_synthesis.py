@@ -10,11 +10,12 @@ order only, so float outputs agree to 1e-5 (base synthesis) / 1e-4 (full CGDM, a
 import numpy as np
 import pytest
 import torch
-from diffusion_fixtures import test_image, tiny_base, tiny_cgdm
 
 from cgdm import codec
 from cgdm.bitstream import read_cgdm
 from cgdm.model import tensor_to_image
+
+from helpers.diffusion import test_image, tiny_base, tiny_cgdm
 
 
 def _randomise_syntax(base):

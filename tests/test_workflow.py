@@ -4,6 +4,7 @@ Every dry-run happens in a fresh working directory (``--directory``, with the re
 data), never in the user's checkout: what the user has built, trained or cached changes nothing here.
 """
 
+import json
 import shutil
 import subprocess
 import sys
@@ -37,12 +38,13 @@ def snakemake(workdir, *args):
     [
         ["results/rd_curves.pdf"],
         ["ablations"],
+        ["dp_curve"],
         ["paper_tables"],
         ["--configfile", "config/paper.yaml", "--profile", "profiles/slurm"],
         # targets before --configfile, which takes several values and would swallow them
         ["ablations", "--configfile", "config/paper.yaml"],
     ],
-    ids=["default", "ablations", "paper_tables", "paper-slurm", "paper-ablations"],
+    ids=["default", "ablations", "dp_curve", "paper_tables", "paper-slurm", "paper-ablations"],
 )
 def test_targets_resolve(args, fresh_checkout):
     res = snakemake(fresh_checkout, "-n", *args, "--quiet", "rules")
@@ -55,6 +57,36 @@ def test_paper_profile_covers_three_datasets(fresh_checkout):
     out = res.stdout + res.stderr
     for ds in ("kodak", "clic2020-professional-test", "clic2020-mobile-test", "div2k-valid-hr"):
         assert f"results/metrics/{ds}/" in out, ds
+
+
+# what snakemake's own command-line parser makes of a command line, profiles included (run in the repository,
+# where it finds the Snakefile and so profiles/default)
+_PARSED = """
+import json, sys
+from snakemake.cli import parse_args
+_, a = parse_args(sys.argv[1:])
+print(json.dumps({"executor": a.executor, "cores": a.cores, "rerun_incomplete": a.rerun_incomplete,
+                  "resources": {k: r.value for k, r in (a.resources or {}).items()}}))
+"""
+
+
+@pytest.mark.parametrize(
+    "profile, executor, gpus",
+    [([], None, None), (["--profile", "profiles/slurm"], "slurm", None),
+     (["--profile", "profiles/workstation"], None, 1)],
+    ids=["default", "slurm", "workstation"],
+)
+def test_profile_settings(profile, executor, gpus):
+    """profiles/default, the workflow profile, applies to every run, under --profile profiles/slurm too (and
+    wins over it key by key): what it sets holds everywhere, and it sets no global GPU limit, which would
+    run one GPU job at a time on the whole cluster. The workstation profile adds that limit."""
+    res = subprocess.run([sys.executable, "-c", _PARSED, "-n", "--configfile", "config/paper.yaml", *profile],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "workflow specific profile profiles/default" in res.stderr
+    parsed = json.loads(res.stdout)
+    assert parsed["executor"] == executor and parsed["rerun_incomplete"] is True and parsed["cores"] == 8
+    assert parsed["resources"].get("gpu") == gpus
 
 
 def _bad(checkout, text):
@@ -116,3 +148,51 @@ def test_default_target_does_not_train_or_run_the_ablations(target, fresh_checko
     assert "results/encoded/kodak/cgdm_no_" not in res.output
     res = snakemake(fresh_checkout, "-n", "ablations")
     assert "resources/models/cgdm_decoder_no_sff.pt" in res.output
+
+
+@pytest.fixture(scope="module")
+def tiny_checkout(tmp_path_factory):
+    """A fresh copy of the .test working directory (its config and images; nothing built)."""
+    root = tmp_path_factory.mktemp("tiny")
+    work = root / ".test"
+    work.mkdir()
+    shutil.copytree(REPO / ".test" / "config", work / "config")
+    (work / "data").symlink_to(REPO / ".test" / "data")
+    (root / "data").symlink_to(REPO / "data")  # train_data: ../data/train
+    return work
+
+
+def test_ablations_and_dp_curve_resolve_on_the_test_config(tiny_checkout):
+    """Both studies re-decode the encoded bitstreams: one re-decode job per (codec, rate point) of the
+    study, and no encode job beyond the codecs' own rate points (nothing is re-encoded per seed or point)."""
+    import re
+
+    import yaml
+
+    res = snakemake(tiny_checkout, "-n", "ablations", "dp_curve")
+    assert res.returncode == 0, res.output[-3000:]
+    cfg = yaml.safe_load((tiny_checkout / "config" / "config.yaml").read_text())
+    full, dp = cfg["ablations"]["full"], cfg["dp_curve"]
+    codecs = [full, *(f"{full}_{v}" for v in cfg["ablations"]["variants"])]
+    rates = [str(i) for i in range(len(cfg["codecs"][full]["rates"]))]
+    outputs = re.findall(r"^\s+output: (.+)$", res.output, flags=re.M)
+    outputs = {o.strip() for line in outputs for o in line.split(", ")}
+    decode = {tuple(m) for o in outputs for m in re.findall(r"results/redecoded/(\w+)/kodak_tiny/([\w.-]+)/(\d+)/"
+                                                           r"decode\.csv", o)}
+    assert decode == ({("ablations", c, r) for c in codecs for r in rates}
+                      | {("dp_curve", c, str(dp["rate"])) for c in [*codecs, dp["base"]]})
+    encoded = {tuple(m) for o in outputs
+               for m in re.findall(r"results/encoded/kodak_tiny/([\w.-]+)/(\d+)/encode\.csv", o)}
+    assert encoded == {(c, r) for c in codecs for r in rates} | {(dp["base"], str(dp["rate"]))}
+    for product in ("results/ablation_seeds.csv", "results/tables/ablation_table.md", "results/dp_curve.csv",
+                    "results/dp_curve.pdf", "results/dp_curve.png", "results/tables/dp_curve_table.md"):
+        assert product in outputs, product
+
+
+def test_bad_study_configs_are_named(fresh_checkout):
+    res = _bad(fresh_checkout, "dp_curve:\n  rate: 9\n")
+    assert res.returncode != 0 and "dp_curve.rate = 9 is not a rate index of codec 'cgdm'" in res.output
+    res = _bad(fresh_checkout, "ablations:\n  seeds: [0]\n")
+    assert res.returncode != 0 and "[0] is too short" in res.output
+    res = _bad(fresh_checkout, "dp_curve:\n  points: [{guidance: 1.5}]\n")
+    assert res.returncode != 0 and "1.5 is greater than the maximum of 1" in res.output

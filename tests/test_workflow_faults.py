@@ -21,9 +21,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from PIL import Image
-from workflow_fixtures import TARGETS, new_workdir, snakemake, snakemake_cmd, workflow_env
 
 from cgdm.bitstream import read_cgdm
+
+from helpers.workflow import TARGETS, new_workdir, snakemake, snakemake_cmd, workflow_env
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow_fixtures import snakemake
+
+from helpers.workflow import snakemake
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -25,7 +26,7 @@ def run(workdir, *args):
 
 @pytest.fixture(scope="module")
 def finished_run(tiny_workflow_run):
-    # the session's run of every stage (tests/workflow_fixtures.py), shared with the other slow workflow tests
+    # the session's run of every stage (tests/helpers/workflow.py), shared with the other slow workflow tests
     return tiny_workflow_run
 
 

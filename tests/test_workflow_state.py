@@ -19,11 +19,12 @@ import time
 import pandas as pd
 import pytest
 import yaml
-from test_evaluation_fixtures import seed_weights_cache
-from workflow_fixtures import TARGETS, clone_run, snakemake, workflow_env
 
 from cgdm import availability as A
 from cgdm.evaluation import weights as W
+
+from helpers.evaluation import seed_weights_cache
+from helpers.workflow import TARGETS, clone_run, snakemake, workflow_env
 
 LPIPS_KEYS = ("lpips_alex_v0.1", "alexnet")
 
@@ -206,7 +207,8 @@ def test_lpips_becoming_available_reruns_only_the_jobs_that_use_it(tiny_workflow
         rerun = {o.split("/")[3] for o in outputs if o.startswith(prefix)}
         assert rerun == codecs, (prefix, rerun)
     assert set(rules) <= {"train_model", "encode", "image_metrics", "distribution_metrics", "aggregate",
-                          "aggregate_ablations", "rd_report", "ablation_report", "crops", "ablations"}
+                          "aggregate_ablations", "rd_report", "ablation_report", "crops", "ablations",
+                          "redecode", "redecode_metrics", "aggregate_ablation_seeds"}
 
     res = snakemake(work, *TARGETS, env=env)
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]

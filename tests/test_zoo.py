@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import threading
 
 import pytest
 import torch
@@ -81,25 +78,10 @@ def test_unpublished_entry_is_unavailable():
 
 
 @pytest.fixture
-def server(small_ckpt, tmp_path):
-    """Serve the checkpoint folder over loopback HTTP; records every request path."""
-    folder = small_ckpt[0].parent
-    hits = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            hits.append(self.path)
-            super().do_GET()
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
-    httpd.shutdown()
-    httpd.server_close()
+def server(http_server, small_ckpt):
+    """Serve the checkpoint folder over loopback HTTP; yields (base URL, every request path)."""
+    srv = http_server(small_ckpt[0].parent)
+    return srv.url, srv.paths
 
 
 def _entry(url, sha, weights=None):

@@ -88,10 +88,14 @@ class ConditionalUNet(nn.Module):
         unshuffle: pixel-unshuffle factor of the working resolution.
         emb_dim: width of the time/rate embedding.
         fusion: optional module ``(h, features, syntax) -> h`` applied to the last decoder stage (SFF).
+        refine_channels: width of a full-resolution head after the pixel shuffle (0 = none). Without it every
+            output pixel of a ``unshuffle`` x ``unshuffle`` block comes from one low-resolution position, so
+            detail the network adds (adversarial training asks for detail) is locked to that block grid.
     """
 
     def __init__(self, num_rates: int, feature_channels: int = 0, channels: tuple[int, ...] = (32, 64, 96),
-                 unshuffle: int = 4, emb_dim: int = 128, fusion: nn.Module | None = None):
+                 unshuffle: int = 4, emb_dim: int = 128, fusion: nn.Module | None = None,
+                 refine_channels: int = 0):
         super().__init__()
         if num_rates < 1:
             raise ValueError("num_rates must be >= 1")
@@ -126,6 +130,16 @@ class ConditionalUNet(nn.Module):
         self.fusion = fusion
         self.norm_out = ChannelNorm(c0)
         self.conv_out = nn.Conv2d(c0, pix, 3, padding=1)
+        if refine_channels:
+            # input: the low-resolution prediction and the noisy image at full resolution (the noise is the
+            # sampler's source of texture); output: a residual, zero at init so training starts from the
+            # pixel-shuffled prediction
+            self.refine = nn.Sequential(nn.Conv2d(6, refine_channels, 3, padding=1), nn.SiLU(),
+                                        nn.Conv2d(refine_channels, 3, 3, padding=1))
+            nn.init.zeros_(self.refine[-1].weight)
+            nn.init.zeros_(self.refine[-1].bias)
+        else:
+            self.refine = None
 
     @property
     def multiple(self) -> int:
@@ -166,4 +180,7 @@ class ConditionalUNet(nn.Module):
         if self.fusion is not None:
             h = self.fusion(h, features, syntax)
         residual = self.conv_out(F.silu(self.norm_out(h))).contiguous()
-        return x_base + F.pixel_shuffle(residual, r)
+        x0 = x_base + F.pixel_shuffle(residual, r)
+        if self.refine is not None:
+            x0 = x0 + self.refine(torch.cat([x0, x_t], dim=1))
+        return x0

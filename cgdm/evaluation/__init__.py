@@ -11,6 +11,8 @@
 * :mod:`cgdm.evaluation.tables` -- RD / BD-rate / ablation / runtime / provenance tables (Markdown, LaTeX).
 * :mod:`cgdm.evaluation.aggregate` -- concatenate and validate tidy CSVs.
 * :mod:`cgdm.evaluation.report` -- figures + tables from the aggregated tidy CSV.
+* :mod:`cgdm.evaluation.studies` -- re-decode studies (ablations over decode seeds with paired
+  differences, distortion-perception curve): the encoded files decoded again with other settings.
 
 Metric names used in the tidy ``metric`` column (and in published rows):
 ``psnr`` (RGB, dB), ``ms_ssim`` (RGB, linear), ``lpips`` (AlexNet, v0.1), ``dists``, ``nlpd``, ``gmsd``
@@ -33,6 +35,8 @@ METRIC_INFO = {
     "nlpd": ("NLPD (Y)", "", True),
     "gmsd": ("GMSD (Y)", "", True),
     "swd": ("SWD", "x1e3", True),
+    # tile-border visibility of a decoded image (cgdm.boundary.seam_metric; 1 = no seams), re-decode studies
+    "seam": ("Seam ratio", "", True),
     # optional no-reference metrics (pyiqa) and metrics only published curves carry
     "niqe": ("NIQE", "", True),
     "musiq": ("MUSIQ", "", False),
@@ -42,7 +46,7 @@ METRIC_INFO = {
 }
 
 #: preferred order of metrics in figures and tables; others follow alphabetically
-METRIC_ORDER = ["psnr", "ms_ssim", "lpips", "dists", "nlpd", "gmsd", "fid", "kid", "swd"]
+METRIC_ORDER = ["psnr", "ms_ssim", "lpips", "dists", "nlpd", "gmsd", "fid", "kid", "swd", "seam"]
 
 
 def metric_label(metric: str, arrow: bool = True) -> str:

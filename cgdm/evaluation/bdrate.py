@@ -294,7 +294,7 @@ def from_compressai_json(path: str | Path, dataset: str = "", codec: str | None 
         values = [float(v) for v in results[key]]
         if len(values) != len(bpp):
             raise BDRateError(f"{path}: results.{key} has {len(values)} values but results.bpp has {len(bpp)}")
-        for i, (b, v) in enumerate(zip(bpp, values)):
+        for i, (b, v) in enumerate(zip(bpp, values, strict=True)):
             rows.append(dict(dataset=dataset, image=PUBLISHED_IMAGE, codec=codec, kind="published", rate=str(i),
                              bpp=b, metric=metric, value=v, lower_better=METRIC_INFO[metric][2],
                              status=STATUS_OK, encode_s=np.nan, decode_s=np.nan, codec_version=version,

@@ -165,7 +165,8 @@ def crop_panels(enc: pd.DataFrame, image: str, target_bpp: float, *, entries: di
                 r = matched_points(ok[ok["codec"] == codec], image, target).iloc[0]
                 within = _within(float(r["bpp"]), target, tolerance)
                 panels.append(Panel(codec, label, "rate point", str(r["rate"]), float(r["bpp"]), target, within,
-                                    "" if within else "no rate point within tolerance", load_image(r["reconstruction"])))
+                                    "" if within else "no rate point within tolerance",
+                                    load_image(r["reconstruction"])))
     panels.sort(key=lambda p: (p.how != "reference", not p.within, p.bpp if np.isfinite(p.bpp) else np.inf))
     return target, ref_codec, original, panels
 
@@ -191,7 +192,8 @@ def crops_figure(enc: pd.DataFrame, out: Path, image: str | None = None, target_
         ax.axis("off")
     axes.flat[0].imshow(original[y:y + size, x:x + size], interpolation="nearest")
     axes.flat[0].set_title("original", fontsize=9)
-    for ax, p in zip(list(axes.flat)[1:], panels):
+    # the grid may have more cells than panels (the last row is padded): zip stops at the last panel
+    for ax, p in zip(list(axes.flat)[1:], panels, strict=False):
         # a panel outside the tolerance is dimmed and titled in red: never passed off as matched
         ax.imshow(p.image[y:y + size, x:x + size], interpolation="nearest", alpha=1.0 if p.within else 0.35)
         diff = f"{p.bpp:.3f} bpp ({100 * (p.bpp / target - 1):+.1f} %)" if np.isfinite(p.bpp) else "no bpp"

@@ -169,7 +169,7 @@ def _summary(values: pd.Series) -> str:
 def _swd_levels(g: pd.DataFrame) -> int:
     """SWD pyramid levels of a rate point's images (from the encode table's sizes; 0 when unknown)."""
     sizes = g[["height", "width"]].apply(pd.to_numeric, errors="coerce").dropna()
-    return min((realism.num_levels(h, w) for h, w in zip(sizes["height"], sizes["width"])), default=0)
+    return min((realism.num_levels(h, w) for h, w in zip(sizes["height"], sizes["width"], strict=True)), default=0)
 
 
 def _swd(ok: pd.DataFrame, names: list[str], label: str) -> dict[str, tuple[float, str]]:
@@ -209,7 +209,7 @@ def compute(encode: pd.DataFrame, metrics=DISTRIBUTION_METRICS, cache=None, devi
                     codec_version=_summary(g["codec_version"]), weights=_summary(g["weights"]),
                     device=_summary(g["device"]), code_revision=_summary(g["code_revision"]),
                     config_hash=_summary(g["config_hash"]))
-        n_patches = int(sum(num_patches(int(h), int(w)) for h, w in zip(ok["height"], ok["width"])))
+        n_patches = int(sum(num_patches(int(h), int(w)) for h, w in zip(ok["height"], ok["width"], strict=True)))
         # "swd" stands for its summary, interval and per-level rows
         swd_names = realism.metric_names(_swd_levels(g)) if "swd" in metrics else []
         names = [n for m in metrics for n in (swd_names if m == "swd" else [m])]

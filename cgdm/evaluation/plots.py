@@ -106,7 +106,8 @@ def rd_figure(df: pd.DataFrame, dataset: str, metrics: list[str] | None = None,
         fig = Figure(figsize=(4.4 * ncols, 3.6 * nrows + legend_height), layout="constrained")
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         handles = {}
-        for ax, metric in zip(axes, mets):
+        # the grid may have more axes than metrics; the spare ones are hidden below
+        for ax, metric in zip(axes, mets, strict=False):
             _panel(ax, points[points["metric"] == metric], d[d["metric"] == metric], metric,
                    reasons.get((dataset, metric)), style, labels, published, handles)
         for ax in axes[len(mets):]:
@@ -141,7 +142,7 @@ def _panel(ax, pts: pd.DataFrame, rows: pd.DataFrame, metric: str, reason: str |
                  markers={_label(c, labels, published): style[c]["marker"] for c in order},
                  dashes={_label(c, labels, published): style[c]["dashes"] for c in order},
                  estimator=None, sort=True, markersize=5, linewidth=1.3, ax=ax)
-    for h, lab in zip(*ax.get_legend_handles_labels()):
+    for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
         handles.setdefault(lab, h)
     if ax.get_legend() is not None:
         ax.get_legend().remove()
@@ -167,3 +168,82 @@ def _panel(ax, pts: pd.DataFrame, rows: pd.DataFrame, metric: str, reason: str |
                 transform=ax.transAxes, fontsize=6.5, color="0.35", ha="right", va="bottom")
     if metric == "ms_ssim":
         ax.yaxis.set_major_formatter("{x:.3f}")
+
+
+def plot_dp_curve(points: pd.DataFrame, pdf: str | Path, png: str | Path, labels: dict[str, str] | None = None,
+                  title: str = "Distortion-perception") -> list[Path]:
+    """The distortion-perception sweep (``points``: :func:`cgdm.evaluation.studies.dp_points`): one panel
+    per dataset, PSNR on x (better to the right), SWD on y (better down), one line per codec through its
+    sweep points in order, the base codec as a star. A codec whose points all decode to the same pixels
+    (no consistency branch: guidance and bound have no effect) is drawn as one point, and says so.
+
+    Writes ``pdf`` and ``png`` (the same figure), each atomically."""
+    import matplotlib
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    if points.empty:
+        raise ValueError("no distortion-perception points to plot")
+    labels = labels or {}
+    datasets = sorted(set(points["dataset"]))
+    codecs = list(dict.fromkeys(points["codec"]))
+    colors = sns.color_palette("colorblind", 10)
+    with sns.axes_style("whitegrid"), matplotlib.rc_context(RC):
+        fig = Figure(figsize=(5.6 * len(datasets), 4.8), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(datasets), squeeze=False)).ravel()
+        handles = {}
+        notes = []
+        for ax, dataset in zip(axes, datasets, strict=True):
+            d = points[points["dataset"] == dataset]
+            for i, codec in enumerate(codecs):
+                c = d[(d["codec"] == codec) & np.isfinite(d["psnr"]) & np.isfinite(d["swd"])].sort_values("point")
+                if c.empty:
+                    continue
+                first = c.iloc[0]
+                name = labels.get(codec, first["variant"] if first["variant"] != codec else codec)
+                color = colors[i % len(colors)]
+                if first["variant"] == "base":
+                    h = ax.scatter(c["psnr"], c["swd"], marker="*", s=160, color="0.2", zorder=4)
+                    name = name if "diffusion" in name else f"{name} (no diffusion)"
+                    handles.setdefault(f"{name}, {c['bpp'].mean():.3f} bpp", h)
+                    continue
+                if bool(first["coincide"]):
+                    h = ax.scatter([c["psnr"].mean()], [c["swd"].mean()], marker=MARKERS[i % len(MARKERS)],
+                                   s=55, color=color, edgecolor="black", zorder=3)
+                    label = f"{name}: all {len(c)} points coincide"
+                    handles.setdefault(label, h)
+                    notes.append(f"{name}: no consistency branch, so guidance and bound have no effect; its "
+                                 f"{len(c)} sweep points decode to the same image (one marker).")
+                    continue
+                (h,) = ax.plot(c["psnr"], c["swd"], marker=MARKERS[i % len(MARKERS)], color=color, markersize=5,
+                               linewidth=1.3)
+                handles.setdefault(name, h)
+                ok = c[np.isfinite(c["swd_ci_low"]) & np.isfinite(c["swd_ci_high"])]
+                if len(ok):
+                    yerr = [ok["swd"] - ok["swd_ci_low"], ok["swd_ci_high"] - ok["swd"]]
+                    ax.errorbar(ok["psnr"], ok["swd"], yerr=yerr, fmt="none", ecolor=color, elinewidth=0.8,
+                                capsize=2, alpha=0.7)
+                for r in c.itertuples():
+                    ax.annotate(str(r.point), (r.psnr, r.swd), textcoords="offset points", xytext=(4, 3),
+                                fontsize=7, color=color)
+            rate = ", ".join(sorted({str(r) for r in d.loc[d["variant"] != "base", "rate"]}))
+            bpp = d.loc[d["variant"] != "base", "bpp"].mean()
+            ax.set_title(f"{title}, {dataset}: rate point {rate} ({bpp:.3f} bpp)")
+            ax.set_xlabel(metric_label("psnr"))
+            ax.set_ylabel(metric_label("swd"))
+            ax.legend([handles[k] for k in handles], list(handles), loc="best", fontsize=7.5, framealpha=0.85)
+        pts = points[points["point"] >= 0].drop_duplicates("point").sort_values("point")
+        legend_text = "Sweep points: " + "; ".join(f"{r.point} = {r.label}" for r in pts.itertuples())
+        width = int(100 * len(datasets))
+        footer = "\n".join(textwrap.wrap(legend_text, width)
+                           + [line for n in dict.fromkeys(notes) for line in textwrap.wrap(n, width)])
+        # a figure-level label: the constrained layout makes room for it (plain fig.text would overlap)
+        fig.supxlabel(footer, fontsize=7, color="0.3", ha="left", x=0.02, linespacing=1.3)
+    written = []
+    for path, fmt in ((Path(pdf), "pdf"), (Path(png), "png")):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part")
+        fig.savefig(tmp, format=fmt, dpi=200)
+        tmp.replace(path)
+        written.append(path)
+    return written

@@ -2,8 +2,8 @@
 no downloaded weights.
 
 Protocol (Karras et al., "Progressive Growing of GANs", ICLR 2018, Sec. 5, and their public
-``metrics/sliced_wasserstein.py``; re-implemented here), applied to the set of reconstructions vs the set of originals of one
-(dataset, codec, rate point):
+``metrics/sliced_wasserstein.py``; re-implemented here), applied to the set of reconstructions vs the set
+of originals of one (dataset, codec, rate point):
 
 1. Each image (float, [0, 255]) gets a Laplacian pyramid: 5x5 binomial filter ``[1, 4, 6, 4, 1] / 16``
    (separable, "mirror" borders), decimation by 2, up-sampling by zero insertion + the same filter x 4.
@@ -28,6 +28,8 @@ Choices made here (Karras used large sets of unpaired images):
   from the jointly sorted projections (the integral of ``|F_rec - F_orig|``), so it costs no sorting. The
   normal interval, not the percentile one: resampling with replacement leaves fewer distinct images, which
   biases a distance upwards, so the resampled values sit above the estimate; their spread is what is used.
+  :func:`paired_difference` turns the samples of two such SWDs (same originals, same seed) into an
+  interval of their difference, averaged over repeats such as decode seeds.
 * Because each set is normalised by its own statistics (step 3), SWD ignores a per-channel affine change
   of a pyramid level (e.g. a global contrast change); it measures the *shape* of the local-patch
   distribution: blur, ringing, blocking and noise all change it. Lower is better.
@@ -180,6 +182,11 @@ class SWDResult:
     n_boot: int
     n_descriptors: int  # per set and level
     level_sizes: list[tuple[int, int]] = field(default_factory=list)  # (h, w) of the first image's levels
+    #: the ``n_boot`` bootstrap values behind the interval. Resample ``b`` weights the images the same way
+    #: in every call with the same ``seed`` and number of images, so the samples of two results (e.g. two
+    #: codecs on the same originals, images in the same order) are paired resample by resample:
+    #: :func:`paired_difference` uses that.
+    boot: np.ndarray = field(default_factory=lambda: np.empty(0))
 
     def as_metrics(self) -> dict[str, float]:
         out = {SWD: self.value, SWD_CI[0]: self.ci_low, SWD_CI[1]: self.ci_high}
@@ -220,7 +227,7 @@ def swd(reconstructions: list[np.ndarray], originals: list[np.ndarray], *, seed:
         raise RealismError(f"{len(reconstructions)} reconstructions but {len(originals)} originals")
     if not originals:
         raise RealismError("no images")
-    for i, (r, o) in enumerate(zip(reconstructions, originals)):
+    for i, (r, o) in enumerate(zip(reconstructions, originals, strict=True)):
         if np.shape(r) != np.shape(o) or np.ndim(o) != 3:
             raise RealismError(f"image {i}: reconstruction shape {np.shape(r)} != original shape {np.shape(o)} "
                                "(both must be (H, W, C))")
@@ -237,7 +244,7 @@ def swd(reconstructions: list[np.ndarray], originals: list[np.ndarray], *, seed:
     desc_a = [[] for _ in range(levels)]
     desc_b = [[] for _ in range(levels)]
     level_sizes = []
-    for i, (r, o) in enumerate(zip(reconstructions, originals)):
+    for i, (r, o) in enumerate(zip(reconstructions, originals, strict=True)):
         pr, po = laplacian_pyramid(r, levels), laplacian_pyramid(o, levels)
         if i == 0:
             level_sizes = [tuple(x.shape[-2:]) for x in po]
@@ -276,4 +283,42 @@ def swd(reconstructions: list[np.ndarray], originals: list[np.ndarray], *, seed:
         ci_low, ci_high = max(0.0, value - half), value + half
     return SWDResult(levels=per_level, value=value, ci_low=float(ci_low), ci_high=float(ci_high), n_images=n,
                      n_boot=n_boot if boot_levels else 0, n_descriptors=n * nhoods_per_image,
-                     level_sizes=level_sizes)
+                     level_sizes=level_sizes, boot=samples if boot_levels else np.empty(0))
+
+
+def paired_difference(values_a, boots_a, values_b, boots_b, *, ci: float = CI,
+                      seed: int = SEED) -> tuple[float, float, float]:
+    """SWD difference ``a - b`` averaged over repeats (e.g. decode seeds) with a normal ``ci`` interval.
+
+    ``values_x[s]`` and ``boots_x[s]`` are the value and the bootstrap samples (:attr:`SWDResult.boot`) of
+    repeat ``s``; ``a`` and ``b`` must be SWDs of the same originals, in the same order, computed with the
+    same SWD ``seed``, so that bootstrap resample ``k`` of ``a`` and of ``b`` used the same images (the
+    paired bootstrap of :func:`swd`). The interval combines both sources of variation:
+
+    * images: the paired bootstrap (resample ``k`` of ``a`` minus resample ``k`` of ``b``), each repeat's
+      differences centred on its own difference, as :func:`swd` centres its interval on the estimate;
+    * repeats: for each resample ``k``, the repeats are drawn with replacement as well (a second-level
+      bootstrap; with one repeat it is the image bootstrap alone).
+
+    Returns ``(mean difference, low, high)``: the mean over repeats of ``value_a - value_b`` +- z x the
+    standard deviation of the two-level bootstrap means. Without bootstrap samples (one image) the
+    interval is NaN.
+    """
+    da = np.asarray(values_a, dtype=np.float64) - np.asarray(values_b, dtype=np.float64)
+    if da.ndim != 1 or not len(da):
+        raise RealismError("paired_difference needs one value per repeat on both sides")
+    mean = float(da.mean())
+    if len(boots_a) != len(da) or len(boots_b) != len(da):
+        return mean, np.nan, np.nan
+    boots = [(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+             for x, y in zip(boots_a, boots_b, strict=True)]
+    if any(len(x) == 0 or len(x) != len(y) for x, y in boots) or len({len(x) for x, _ in boots}) != 1:
+        return mean, np.nan, np.nan
+    diff = np.stack([x - y for x, y in boots])  # (repeats, n_boot), paired resample by resample
+    centred = diff - diff.mean(axis=1, keepdims=True) + da[:, None]
+    rng = np.random.default_rng([seed, 3_000_017])
+    s, k = centred.shape
+    pick = rng.integers(0, s, (k, s))  # the repeats drawn for each image resample
+    samples = centred[pick, np.arange(k)[:, None]].mean(axis=1)
+    half = float(norm.ppf(0.5 + ci / 2.0)) * float(samples.std(ddof=1))
+    return mean, mean - half, mean + half

@@ -15,7 +15,17 @@ Ablations::
         no_sff=cgdm_no_sff no_boundary=cgdm_no_boundary        # or --ablation-json mapping.json
 
 writes the ablation RD curves and ``ablation_table`` (every variant at every rate point + BD-rate of
-each variant against the full model).
+each variant against the full model). With ``--seeds results/ablation_seeds.csv`` (the re-decode study
+over decode seeds, :mod:`cgdm.evaluation.studies`) the table starts with the means over seeds and the
+paired differences to the full model with their intervals, also written as ``ablation_paired.csv``.
+
+Distortion-perception curve::
+
+    python -m cgdm.evaluation.report --dp-curve results/dp_curve.csv --pdf results/dp_curve.pdf \
+        --png results/dp_curve.png --tables results/tables --full cgdm --variants no_sff=cgdm_no_sff ... \
+        [--base cgdm_base]
+
+writes the figure (PSNR vs SWD per sweep point, one line per variant) and ``dp_curve_table``.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cgdm.evaluation import bdrate, plots, tables
+from cgdm.evaluation import bdrate, plots, studies, tables
 from cgdm.evaluation.tidy import TableError, read_tidy_table
 from cgdm.results import write_table
 
@@ -52,7 +62,7 @@ def main_report(df, pdf: Path, tables_dir: Path, anchor: str, labels: dict, n_bo
 
 
 def ablation_report(df, pdf: Path, tables_dir: Path, variants: dict[str, str], labels: dict, n_boot: int,
-                    bd_metrics: list[str] | None) -> list[Path]:
+                    bd_metrics: list[str] | None, seeds: pd.DataFrame | None = None) -> list[Path]:
     if "full" not in variants:
         raise ValueError("the ablation mapping needs a 'full' entry (--full CODEC)")
     labels = {**{codec: variant for variant, codec in variants.items()}, **labels}
@@ -60,7 +70,29 @@ def ablation_report(df, pdf: Path, tables_dir: Path, variants: dict[str, str], l
     bd = bdrate.bd_rate_table(df, variants["full"], metrics=bd_metrics, methods=("akima",), n_boot=n_boot,
                               codecs=[c for v, c in variants.items() if v != "full"])
     blocks = tables.ablation_tables(df, variants, bd)
+    if seeds is not None:
+        paired = studies.paired_differences(seeds, variants)
+        write_table(paired, tables_dir / "ablation_paired.csv")
+        written.append(tables_dir / "ablation_paired.csv")
+        blocks = tables.ablation_seed_tables(paired, seeds, variants) + [
+            tables.Table(b.frame, b.caption.replace("every variant at every rate point",
+                                                    "every variant at every rate point, encoded decode seed"), b.notes)
+            for b in blocks]
     written += tables.write(blocks, tables_dir, "ablation_table", "Ablations")
+    return written
+
+
+def dp_curve_report(df, pdf: Path, png: Path, tables_dir: Path, variants: dict[str, str], base: str | None,
+                    labels: dict) -> list[Path]:
+    points = studies.dp_points(df, variants, base)
+    if points.empty:
+        raise ValueError("the D-P study table has none of the given codecs")
+    labels = {**{codec: variant for variant, codec in variants.items()}, **({base: "base codec"} if base else {}),
+              **labels}
+    written = plots.plot_dp_curve(points, pdf, png, labels=labels)
+    write_table(points, tables_dir / "dp_curve_points.csv")
+    written.append(tables_dir / "dp_curve_points.csv")
+    written += tables.write(tables.dp_curve_tables(points), tables_dir, "dp_curve_table", "Distortion-perception sweep")
     return written
 
 
@@ -74,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--results", type=Path, help="aggregated tidy CSV (main results)")
     src.add_argument("--ablations", type=Path, help="aggregated tidy CSV of the ablation codecs")
+    src.add_argument("--dp-curve", type=Path, help="study table of the distortion-perception sweep")
+    p.add_argument("--seeds", type=Path, default=None,
+                   help="ablations: study table of the decode-seed re-decodes (paired differences to full)")
+    p.add_argument("--png", type=Path, default=None, help="dp-curve: PNG copy of the figure")
+    p.add_argument("--base", default=None, help="dp-curve: reference codec without diffusion (e.g. cgdm_base)")
     p.add_argument("--pdf", required=True, type=Path, help="RD curves PDF (PNG copies go next to it)")
     p.add_argument("--tables", required=True, type=Path, help="folder for the Markdown / LaTeX tables")
     p.add_argument("--anchor", nargs="?", default="", help="codec BD-rates are computed against")
@@ -89,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
 
     labels = _json_arg(args.labels) if args.labels else {}
     bd_metrics = [m for m in args.bd_metrics.split(",") if m] or None
+    source = args.results or args.ablations or args.dp_curve
     try:
-        df = read_tidy_table(args.results or args.ablations)
+        df = studies.read_study_table(source) if args.dp_curve else read_tidy_table(source)
+        seeds = studies.read_study_table(args.seeds) if args.seeds else None
     except TableError as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 2
     if df.empty:
-        print(f"report: {args.results or args.ablations} has no rows", file=sys.stderr)
+        print(f"report: {source} has no rows", file=sys.stderr)
         return 2
     if args.results:
         written = main_report(df, args.pdf, args.tables, args.anchor or "", labels, args.bootstrap, bd_metrics)
@@ -110,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
             variants[k] = v
         if "full" not in variants:
             p.error("ablations need the full model: --full CODEC or a 'full' key in --ablation-json")
-        written = ablation_report(df, args.pdf, args.tables, variants, labels, args.bootstrap, bd_metrics)
+        if args.dp_curve:
+            png = args.png or args.pdf.with_suffix(".png")
+            written = dp_curve_report(df, args.pdf, png, args.tables, variants, args.base, labels)
+        else:
+            written = ablation_report(df, args.pdf, args.tables, variants, labels, args.bootstrap, bd_metrics,
+                                      seeds=seeds)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0

@@ -54,13 +54,15 @@ def read_tidy_table(path: str | os.PathLike) -> pd.DataFrame:
     return validate_tidy(df, source=str(path))
 
 
-def validate_tidy(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
+def validate_tidy(df: pd.DataFrame, source: str = "table", key: list[str] | None = None) -> pd.DataFrame:
     """Check the invariants every table and figure relies on; return the frame with typed columns.
 
     * all ``TIDY_COLUMNS`` present; ``value`` numeric;
     * ``status == "ok"`` exactly when ``value`` is a finite number;
-    * one row per (dataset, image, codec, rate, metric).
+    * one row per ``key`` (default :data:`KEY`: dataset, image, codec, rate, metric; tables of several
+      decoder settings per rate point add their ``setting``, :mod:`cgdm.evaluation.studies`).
     """
+    key = list(key or KEY)
     missing = [c for c in TIDY_COLUMNS if c not in df.columns]
     if missing:
         raise TableError(f"{source}: missing columns {missing}")
@@ -81,11 +83,11 @@ def validate_tidy(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
         r = df[bad].iloc[0]
         raise TableError(f"{source}: {int(bad.sum())} rows carry a value although their status is not 'ok' "
                          f"(first: {r.codec} {r.rate} {r.image} {r.metric}: {r.status!r})")
-    dup = df.duplicated(KEY, keep=False)
+    dup = df.duplicated(key, keep=False)
     if dup.any():
         r = df[dup].iloc[0]
-        raise TableError(f"{source}: {int(dup.sum())} duplicated rows for (dataset, image, codec, rate, metric), "
-                         f"first: {r.dataset} {r.image} {r.codec} {r.rate} {r.metric}; was an input given twice?")
+        raise TableError(f"{source}: {int(dup.sum())} duplicated rows for ({', '.join(key)}), "
+                         f"first: {' '.join(str(r[k]) for k in key)}; was an input given twice?")
     return df
 
 

@@ -49,6 +49,78 @@ for _name, _entry in PUBLISHED.items():
         pass
 
 
+# -- re-decode studies (workflow/rules/studies.smk): the encoded files decoded again with other decoder
+# settings (cgdm.redecode), never re-encoded. `ablations`: full CGDM and every variant at every rate point
+# over ablations.seeds; `dp_curve`: at dp_curve.rate, every variant at every dp_curve.points entry (guidance
+# / bound) x dp_curve.seeds, plus dp_curve.base (a codec without diffusion) as the reference point.
+DEFAULT_ABLATION_SEEDS = [0, 1, 2]
+DEFAULT_DP_CURVE = {
+    "rate": 0,
+    "seeds": [0],
+    "points": [{"guidance": 0.0}, {"guidance": 0.5}, {"guidance": 1.0}, {"guidance": 1.0, "bound": 0.005}],
+}
+ABLATION_SEEDS = [int(s) for s in (ABLATIONS.get("seeds") or DEFAULT_ABLATION_SEEDS)] if ABLATIONS else []
+ABLATION_STUDY_CODECS = [ABLATIONS.get("full"), *ABLATION_CODECS] if ABLATIONS else []
+DP_CURVE = {**DEFAULT_DP_CURVE, **(config.get("dp_curve") or {})} if ABLATIONS else {}
+DP_BASE = DP_CURVE.get("base")
+DP_CODECS = [*ABLATION_STUDY_CODECS, *([DP_BASE] if DP_BASE else [])]
+
+if len(set(ABLATION_SEEDS)) != len(ABLATION_SEEDS):
+    _config_error(f"ablations.seeds = {ABLATION_SEEDS} repeats a seed")
+if config.get("dp_curve") and not ABLATIONS:
+    _config_error("dp_curve needs the ablation study (ablations: full and variants): it sweeps those codecs")
+if DP_CURVE:
+    if DP_BASE and DP_BASE not in CODECS:
+        _config_error(f"dp_curve.base = {DP_BASE!r} is not a codec in codecs:")
+    for _name in DP_CODECS:
+        if not 0 <= int(DP_CURVE["rate"]) < len(ALL_CODECS[_name]["rates"]):
+            _config_error(f"dp_curve.rate = {DP_CURVE['rate']} is not a rate index of codec {_name!r} "
+                          f"(its rates: {ALL_CODECS[_name]['rates']}; dp_curve.rate indexes that list)")
+    for _i, _point in enumerate(DP_CURVE["points"]):
+        if not _point or "seed" in _point:
+            _config_error(f"dp_curve.points[{_i}] = {_point}: give decoder settings (guidance, bound, ...), "
+                          "not the seed (dp_curve.seeds)")
+    if len({json.dumps(p, sort_keys=True) for p in DP_CURVE["points"]}) != len(DP_CURVE["points"]):
+        _config_error("dp_curve.points lists the same settings twice")
+
+
+def study_codecs(study):
+    return DP_CODECS if study == "dp_curve" else ABLATION_STUDY_CODECS
+
+
+def study_rates(study, codec):
+    return [str(DP_CURVE["rate"])] if study == "dp_curve" else rates(codec)
+
+
+def study_metrics(study):
+    """Per-image metrics of a study's decodes (the seam ratio and SWD are always computed): the configured
+    ones for the ablation table; PSNR alone for the D-P curve, which draws PSNR against SWD."""
+    if study == "ablations":
+        return list(ABLATIONS.get("metrics") or config["metrics"]["per_image"])
+    return ["psnr"]
+
+
+def study_settings(study, codec):
+    """What the re-decode job of (study, codec) decodes: [{name, overrides, point}] (cgdm.evaluation.studies)."""
+    if study == "ablations":
+        return [{"name": f"seed{s}", "overrides": {"seed": s}} for s in ABLATION_SEEDS]
+    if codec == DP_BASE:
+        return [{"name": "as_encoded", "overrides": {}}]  # no decoder: the encoded files as they are
+    return [{"name": f"p{i}_seed{s}", "point": i, "overrides": {**point, "seed": int(s)}}
+            for i, point in enumerate(DP_CURVE["points"]) for s in DP_CURVE["seeds"]]
+
+
+def study_csvs(study, datasets=None):
+    return [f"results/redecoded/{study}/{d}/{c}/{r}/metrics.csv"
+            for d in (datasets or DATASETS) for c in study_codecs(study) for r in study_rates(study, c)]
+
+
+def variant_args():
+    """`--full CODEC --variants VARIANT=CODEC ...` of the report steps."""
+    full = ABLATIONS.get("full", "")
+    return f"--full {full} --variants " + " ".join(f"{k}={full}_{k}" for k in (ABLATIONS.get("variants") or {}))
+
+
 # -- what the rows depend on outside the workflow --------------------------------------------------
 # Metric weights, external programs (BPG, VTM) and downloaded model files are not workflow outputs, so
 # Snakemake cannot see them appear, change or vanish, and rows marked `unavailable` would go stale
@@ -164,6 +236,21 @@ def published_csvs():
     return [f"results/published/{name}.csv" for name, e in PUBLISHED.items() if e["dataset"] in DATASETS]
 
 
+def snapshot_copies(optional=False):
+    """["source::destination", ...] of the reference snapshot (required ones, or the optional ones)."""
+    if optional:
+        return ["results/tables/bd_rate.csv::results/reference/tables/bd_rate.csv"]
+    tables = ["rd_table", "bd_rate_table", "runtime_table", "provenance_table"]
+    figures = [f"results/rd_curves-{d}.png" for d in DATASETS]
+    if ABLATIONS:
+        tables += ["ablation_table", "dp_curve_table"]
+        figures += [f"results/ablations-{d}.png" for d in DATASETS] + ["results/dp_curve.png"]
+    pairs = [(f, f"results/reference/{Path(f).name}") for f in figures]
+    pairs += [(f"results/tables/{t}.{ext}", f"results/reference/tables/{t}.{ext}") for t in tables for ext in ("md", "tex")]
+    pairs += [(f"results/crops/{d}.png", f"results/reference/crops-{d}.png") for d in DATASETS]
+    return [f"{src}::{dst}" for src, dst in pairs]
+
+
 # ---- The HTML report: `snakemake --report results/report.html` -------------------------------------
 # The report renders files and runs nothing, and Snakemake stops at the first report-flagged file of the
 # target's DAG that does not exist ("marked for report but does not exist"). So under --report the
@@ -176,6 +263,8 @@ def published_csvs():
 OPTIONAL_REPORT_PRODUCTS = {
     "results/ablations.pdf": "snakemake --cores 8 ablations",
     "results/tables/ablation_table.md": "snakemake --cores 8 ablations",
+    "results/dp_curve.png": "snakemake --cores 8 dp_curve",
+    "results/tables/dp_curve_table.md": "snakemake --cores 8 dp_curve",
 } if ABLATIONS else {}
 
 

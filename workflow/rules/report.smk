@@ -65,24 +65,30 @@ rule rd_report:
 
 rule ablation_report:
     input:
-        "results/ablations.csv",
+        results="results/ablations.csv",
+        # full CGDM and every variant re-decoded with each of ablations.seeds (workflow/rules/studies.smk)
+        seeds="results/ablation_seeds.csv",
     output:
         pdf=report("results/ablations.pdf", caption="../report/ablations.rst", category="Ablations"),
         table=report("results/tables/ablation_table.md", caption="../report/tables.rst", category="Tables"),
+        paired="results/tables/ablation_paired.csv",
     params:
-        full=ABLATIONS.get("full", ""),
-        variants=" ".join(f"{k}={ABLATIONS.get('full')}_{k}" for k in (ABLATIONS.get("variants") or {})),
+        variants=variant_args(),
     conda:
         CONDA_ENV
     log:
         "logs/report/ablations.log",
     shell:
-        "python -m cgdm.evaluation.report --ablations {input} --pdf {output.pdf} --tables results/tables"
-        " --full {params.full} --variants {params.variants} > {log} 2>&1"
+        "python -m cgdm.evaluation.report --ablations {input.results} --seeds {input.seeds} --pdf {output.pdf}"
+        " --tables results/tables {params.variants} > {log} 2>&1"
 
 
 # Committed snapshot of the quick profile's outcome, shown in README.md (results/reference/ is tracked).
-# Every copy must succeed (bash strict mode): a missing figure or table fails the rule.
+# Every file is named (snapshot_copies in common.smk: the declared products and the figures / tables the
+# report steps write next to them), never globbed, and all must exist: a missing product fails the rule,
+# naming it ("missing product <path>" in the log), before anything is copied, so a snapshot is never left
+# half-refreshed. The one optional file (bd_rate.csv: written only when the anchor codec has results) is
+# listed as optional.
 rule reference_snapshot:
     input:
         "results/rd_curves.pdf",
@@ -90,20 +96,28 @@ rule reference_snapshot:
         "results/tables/bd_rate_table.md",
         "results/tables/runtime_table.md",
         ["results/ablations.pdf", "results/tables/ablation_table.md"] if ABLATIONS else [],
+        ["results/dp_curve.png", "results/tables/dp_curve_table.md"] if ABLATIONS else [],
         crops=expand("results/crops/{dataset}.png", dataset=DATASETS),
     output:
         "results/reference/rd_curves.pdf",
     params:
-        ablations="results/ablations*.png" if ABLATIONS else "",
+        copies=snapshot_copies(),
+        optional=snapshot_copies(optional=True),
     conda:
         CONDA_ENV
     log:
         "logs/report/reference_snapshot.log",
     shell:
-        "(mkdir -p results/reference/tables"
-        " && cp results/rd_curves*.png {params.ablations} results/reference/"
-        " && cp results/tables/*.md results/tables/*.tex results/reference/tables/"
-        " && for f in {input.crops:q}; do cp $f results/reference/crops-$(basename $f); done"
+        "(set -euo pipefail; missing=0"
+        " && for pair in {params.copies:q}; do src=${{pair%%::*}};"
+        " if [ ! -f \"$src\" ]; then echo \"reference_snapshot: missing product $src\" >&2; missing=1; fi; done"
+        " && if [ $missing = 1 ]; then echo \"reference_snapshot: nothing copied\" >&2; exit 1; fi"
+        " && mkdir -p results/reference/tables"
+        " && for pair in {params.copies:q}; do src=${{pair%%::*}}; dst=${{pair##*::}};"
+        " cp \"$src\" \"$dst\"; echo \"copied $src -> $dst\"; done"
+        " && for pair in {params.optional:q}; do src=${{pair%%::*}}; dst=${{pair##*::}};"
+        " if [ -f \"$src\" ]; then cp \"$src\" \"$dst\"; echo \"copied $src -> $dst\";"
+        " else echo \"optional $src not built: not copied\"; fi; done"
         " && cp results/rd_curves.pdf {output}) > {log} 2>&1"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 #: what the shared run builds: every stage of the workflow
 TARGETS = ("results/rd_curves.pdf", "ablations", "results/crops/kodak_tiny.png")

@@ -29,7 +29,7 @@ def tiny_decoder(seed: int = 1, **overrides) -> CGDMDecoder:
 
 def tiny_cgdm(seed: int = 1, options: SamplingOptions | None = None, boundary: bool = True,
               base: BaseCodec | None = None, **overrides) -> CGDM:
-    options = options or SamplingOptions(steps=2, t0=100, tile=64, overlap=16)
+    options = options or SamplingOptions(steps=2, tile=64, overlap=16)
     return CGDM(base or tiny_base(), tiny_decoder(seed, **overrides), options, boundary=boundary, batch=2)
 
 
