@@ -210,20 +210,26 @@ def codec_state(name: str, entry: dict, hashes: HashCache | None = None) -> dict
 
 # -- trainers ----------------------------------------------------------------------------------------
 
-#: trainers whose model depends on a metric's weights: trainer -> (metric, the param that switches it on,
-#: that param's default). The CGDM decoder adds an LPIPS loss when the LPIPS weights are cached, so
-#: fetching them must retrain it (tests check the default against cgdm.train_diffusion.DEFAULT_PARAMS).
-TRAINER_METRICS: dict[str, tuple[str, str, float]] = {
-    "cgdm.train_diffusion:train_decoder": ("lpips", "lpips_weight", 0.1),
+def _decoder_metrics(params: dict) -> list[str]:
+    """The CGDM decoder trains with LPIPS-VGG when ``perceptual`` asks for it (``auto`` only if cached)."""
+    from cgdm.train_diffusion import DEFAULT_PARAMS, PERCEPTUAL  # lazy: the trainer imports torch
+
+    p = {**DEFAULT_PARAMS, **params}
+    uses = p["perceptual"] == "auto" or "lpips" in PERCEPTUAL.get(p["perceptual"], ())
+    return ["lpips-vgg"] if uses and float(p["lpips_weight"] or 0) > 0 else []
+
+
+#: trainers whose model depends on a metric's weights: trainer -> (its params -> those metrics). Fetching
+#: the weights must retrain such a model; a test metric's weights (AlexNet LPIPS) retrain nothing.
+TRAINER_METRICS = {
+    "cgdm.train_diffusion:train_decoder": _decoder_metrics,
 }
 
 
 def trainer_metrics(spec: dict) -> list[str]:
     """Metrics whose weights change what the trainer of a ``models:`` entry produces."""
-    dep = TRAINER_METRICS.get(spec.get("trainer", ""))
-    if dep and float((spec.get("params") or {}).get(dep[1], dep[2]) or 0) > 0:
-        return [dep[0]]
-    return []
+    rule = TRAINER_METRICS.get(spec.get("trainer", ""))
+    return rule(spec.get("params") or {}) if rule else []
 
 
 # -- the workflow's entry point ----------------------------------------------------------------------

@@ -43,7 +43,7 @@ VARIANT_REMOVES = {
     "full": "nothing (consistency branch + SFF + global boundary control)",
     "no_consistency": "consistency branch: its features, loss, guidance and fusion (own decoder)",
     "no_sff": "syntax-driven fusion: fixed 0.5 gate, syntax unused (own decoder)",
-    "no_boundary": "boundary control: separate non-overlapping tiles, own noise each (full's weights)",
+    "no_boundary": "boundary control: separate non-overlapping tiles, own noise and conditioning each (full's weights)",
     "base": "the diffusion decoder (base codec output)",
 }
 
