@@ -6,37 +6,46 @@ A .cgdm file of the base codec holds three sections: ``main`` (y), ``hyper`` (z)
 with ``--decoder`` and ``cgdm decompress`` of a file with model id ``cgdm`` hand their arguments to
 ``cgdm.model.compress_main`` / ``decompress_main``.
 
-torch is imported inside the functions that need it, so ``cgdm info`` answers without loading it.
+torch is imported inside the functions that need it (here, in :mod:`cgdm.tensors` and in
+:mod:`cgdm.decode_checks`), and so is :mod:`cgdm.zoo`, which imports it: ``cgdm info`` answers without
+loading torch. Full CGDM shares the checks before decoding (:mod:`cgdm.decode_checks`), the command-line
+pieces (:mod:`cgdm.cli_util`) and the tensor conversions (:mod:`cgdm.tensors`); the names of theirs this
+module exported before (``check_decode_resources``, ``estimate_decode_bytes``, ``image_to_tensor``,
+``tensor_to_image``) are still importable from here.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from baselines.base import Codec, CodecUnavailable
+from cgdm import __version__
 from cgdm.bitstream import (
     HEADER_SIZE,
     MAX_PIXELS,
     SECTION_TYPES,
     BitstreamError,
     CGDMHeader,
-    CorruptedFile,
     ModelMismatch,
-    ResourceLimit,
     check_model,
     check_pixel_budget,
     flag_names,
     read_cgdm,
     write_cgdm,
 )
+from cgdm.cli_util import add_max_pixels_argument, fail, one_line, write_and_report
+from cgdm.decode_checks import BASE_STREAMS, check_decode_resources, estimate_decode_bytes
 from cgdm.imageio import ImageReadError, load_image, save_png
+from cgdm.tensors import image_to_tensor, tensor_to_image
 
 if TYPE_CHECKING:
     import torch
@@ -56,123 +65,6 @@ __all__ = [
 
 #: model identifier written in the header of base-codec files
 MODEL_ID = "cgdm-base-vr-mshp"
-_STREAMS = {"main": "y", "hyper": "z", "syntax": "syntax"}  # section name -> BaseCodec stream name
-
-
-def image_to_tensor(image: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
-    """uint8 (H, W, 3) -> float (1, 3, H, W) in [0, 1]."""
-    import torch
-
-    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
-        raise ValueError(f"expected a uint8 (H, W, 3) array, got {getattr(image, 'dtype', type(image))} "
-                         f"{getattr(image, 'shape', '')}; read files with cgdm.imageio.load_image")
-    return torch.from_numpy(image.copy()).to(device).permute(2, 0, 1)[None].float().div(255.0)
-
-
-def tensor_to_image(x: torch.Tensor) -> np.ndarray:
-    """float (1, 3, H, W) in [0, 1] -> uint8 (H, W, 3), rounding to nearest."""
-    import torch
-
-    return x[0].clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-# -- checks before decoding a file ------------------------------------------------------------------
-def _min_bits_per_symbol(entropy_model) -> list[float]:
-    """Per distribution (CDF row) of a CompressAI entropy model: the fewest bits any symbol can cost,
-    log2(2^16 / largest quantised frequency)."""
-    import torch
-
-    cdf = entropy_model._quantized_cdf.long()
-    lengths = entropy_model._cdf_length.long()
-    freqs = cdf[:, 1:] - cdf[:, :-1]
-    valid = torch.arange(freqs.shape[1])[None, :] < (lengths[:, None] - 1)
-    top = torch.where(valid, freqs, torch.zeros_like(freqs)).amax(1).clamp_min(1).double()
-    return (16 - torch.log2(top)).tolist()
-
-
-def min_stream_bytes(model, height: int, width: int) -> dict[str, int]:
-    """A sound lower bound on the length of each stream of a ``height`` x ``width`` image, from the
-    model's CDF tables: rANS encoding multiplies its state by at least 2^16 / freq >= 2^c_min per symbol
-    (less a rounding loss < 5e-5 bits) and the final flush writes 64 bits, so a stream of n symbols has
-    at least n * (c_min - 1e-4) - 64 bits. Usually weak (a flat image is legitimately tiny) but free."""
-    (hy, wy), (hz, wz) = model.latent_shapes((height, width))
-    z_cost = sum(_min_bits_per_symbol(model.entropy_bottleneck)) * hz * wz
-    y_cost = max(0.0, min(_min_bits_per_symbol(model.gaussian_conditional)) - 1e-4) * model.M * hy * wy
-    s_cost = sum(_min_bits_per_symbol(model.syntax.entropy_bottleneck))
-    n = {"hyper": model.N * hz * wz, "main": model.M * hy * wy, "syntax": model.syntax_dim}
-    bits = {"hyper": z_cost - 1e-4 * n["hyper"], "main": y_cost, "syntax": s_cost - 1e-4 * n["syntax"]}
-    return {name: max(8, 4 * int((b - 64) // 32)) for name, b in bits.items()}
-
-
-def estimate_decode_bytes(model, height: int, width: int, features: bool = False) -> int:
-    """Memory (bytes) that :meth:`BaseCodec.decompress` plus the conversion to uint8 must hold at once,
-    deliberately counted low so that a refusal is always right (the real peak is higher; see
-    ``benchmarks/decode.py``): the float output and the uint8 image (15 B per pixel), the features
-    (N / 4 floats per pixel) if kept, per latent symbol (M / 256 per padded pixel) the decoded value,
-    mean and scale (12 B) and the index and value lists CompressAI builds in Python (>= 16 B), and
-    300 MB for the runtime and weights."""
-    from cgdm.codec import PAD_MULTIPLE
-
-    hp, wp = -(-height // PAD_MULTIPLE) * PAD_MULTIPLE, -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
-    total = 15 * height * width + 28 * model.M * hp * wp // 256
-    if features:
-        total += model.N * hp * wp
-    return total + (300 << 20)
-
-
-def available_memory() -> int | None:
-    """Bytes this process may still allocate: the smaller of the free address space under RLIMIT_AS and
-    the system's MemAvailable (None when neither is known)."""
-    limits = []
-    try:
-        import resource
-
-        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-        if soft != resource.RLIM_INFINITY:
-            with open("/proc/self/status") as f:
-                vm = next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:")), 0)
-            limits.append(soft - vm)
-    except (ImportError, OSError, ValueError):
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            avail = next((int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")), None)
-        if avail is not None:
-            limits.append(avail)
-    except (OSError, ValueError):
-        pass
-    return min(limits) if limits else None
-
-
-def check_decode_resources(model, header: CGDMHeader, sections: dict[str, bytes], max_pixels: int | None = MAX_PIXELS,
-                           extra_bytes: int = 0, features: bool = False) -> None:
-    """Everything that can be said about a file before decoding it, cheapest first; raises
-    :class:`~cgdm.bitstream.ResourceLimit` or :class:`~cgdm.bitstream.CorruptedFile`.
-
-    1. the pixel budget (:func:`~cgdm.bitstream.check_pixel_budget`);
-    2. every stream is whole 32-bit words (CompressAI's coder writes nothing else) and at least as long
-       as the fewest bytes that can hold the declared image's symbols (:func:`min_stream_bytes`);
-    3. the memory the decode must hold at once (:func:`estimate_decode_bytes` + ``extra_bytes``, for the
-       diffusion decoder) fits in :func:`available_memory`.
-    """
-    check_pixel_budget(header, max_pixels)
-    missing = [name for name in _STREAMS if name not in sections]
-    if missing:
-        raise CorruptedFile(f"file lacks the sections {missing} that the base codec needs")
-    for name in _STREAMS:
-        n = len(sections[name])
-        if n < 8 or n % 4:
-            raise CorruptedFile(f"section {name!r} has {n} bytes; a range-coded stream is at least two 4-byte "
-                                "words and a whole number of them")
-    for name, least in min_stream_bytes(model, header.height, header.width).items():
-        if len(sections[name]) < least:
-            raise CorruptedFile(f"corrupted file: section {name!r} has {len(sections[name])} bytes, but a "
-                                f"{header.width}x{header.height} image needs at least {least} with this model")
-    need = estimate_decode_bytes(model, header.height, header.width, features) + extra_bytes
-    free = available_memory()
-    if free is not None and need > free:
-        raise ResourceLimit(f"decoding the {header.width}x{header.height} image needs at least {need / 2**30:.1f} GiB, "
-                            f"but only {free / 2**30:.1f} GiB are available (free memory / address-space limit)")
 
 
 class BaseCoder:
@@ -180,10 +72,10 @@ class BaseCoder:
 
     def __init__(self, model, meta: dict | None = None, device: str | torch.device = "cpu"):
         """``meta``: the checkpoint's meta; None for an in-memory model (its weights are hashed here)."""
-        import torch
+        import torch  # lazy: see the module docstring
 
         if meta is None:
-            from cgdm.zoo import weights_sha256
+            from cgdm.zoo import weights_sha256  # lazy: cgdm.zoo imports torch
 
             meta = {"weights_sha256": weights_sha256(model.state_dict()), "steps": 0}
         self.model = model.to(device).eval()
@@ -194,7 +86,7 @@ class BaseCoder:
     @classmethod
     def from_checkpoint(cls, spec: str | os.PathLike, device: str | torch.device = "cpu") -> BaseCoder:
         """``spec``: a checkpoint path or a zoo name (:mod:`cgdm.zoo`)."""
-        from cgdm.zoo import resolve_model
+        from cgdm.zoo import resolve_model  # lazy: cgdm.zoo imports torch
 
         model, meta = resolve_model(spec, device)
         return cls(model, meta, device)
@@ -212,7 +104,7 @@ class BaseCoder:
         header = CGDMHeader(MODEL_ID, self.weights_hash, width=w, height=h, rate_idx=int(rate_idx), flags=flags)
         header.validate()  # size limits, before spending time on the network
         enc = self.model.compress(x, int(rate_idx))
-        sections = {name: enc["strings"][stream][0] for name, stream in _STREAMS.items()}
+        sections = {name: enc["strings"][stream][0] for name, stream in BASE_STREAMS.items()}
         return write_cgdm(header, sections)
 
     def decode_tensors(self, data: bytes, max_pixels: int | None = MAX_PIXELS,
@@ -227,7 +119,7 @@ class BaseCoder:
         check_pixel_budget(header, max_pixels)
         check_model(header, MODEL_ID, self.weights_hash, self.num_rates)
         check_decode_resources(self.model, header, sections, max_pixels, features=features)
-        strings = {stream: [sections[name]] for name, stream in _STREAMS.items()}
+        strings = {stream: [sections[name]] for name, stream in BASE_STREAMS.items()}
         dec = self.model.decompress(strings, header.rate_idx, (header.height, header.width), features=features)
         return header, dec
 
@@ -260,7 +152,7 @@ class CGDMBaseCodec(Codec):
             spec = self.models.get("base")
             if not spec:
                 raise CodecUnavailable(f"codec {self.name!r}: needs models: {{base: <trained model>}} in the config")
-            from cgdm.zoo import CheckpointError
+            from cgdm.zoo import CheckpointError  # lazy: cgdm.zoo imports torch
 
             try:
                 self._coder = BaseCoder.from_checkpoint(spec, self.device)
@@ -273,9 +165,7 @@ class CGDMBaseCodec(Codec):
 
     @property
     def version(self) -> str:
-        import cgdm
-
-        return f"cgdm-suite {cgdm.__version__} ({MODEL_ID})"
+        return f"cgdm-suite {__version__} ({MODEL_ID})"
 
     @property
     def weights(self) -> str:
@@ -290,11 +180,6 @@ class CGDMBaseCodec(Codec):
 
 
 # -- CLI ----------------------------------------------------------------------------------------------
-def _fail(message: str) -> int:
-    print(f"cgdm: error: {message}", file=sys.stderr)
-    return 2
-
-
 def _read_bytes(path: str) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -304,8 +189,7 @@ def _read_bytes(path: str) -> bytes:
 
 def _full_cgdm(command: str):
     """``cgdm.model``'s CLI function for full-CGDM files (imported only when needed)."""
-    import importlib
-
+    # lazy: cgdm.model imports torch and the diffusion decoder; base-codec files never need it
     return getattr(importlib.import_module("cgdm.model"), command)
 
 
@@ -323,7 +207,7 @@ def compress_main(argv: list[str] | None = None) -> int:
     if any(a == "--decoder" or a.startswith("--decoder=") for a in argv):
         return _full_cgdm("compress_main")(argv)
     args = p.parse_args(argv)
-    from cgdm.zoo import CheckpointError
+    from cgdm.zoo import CheckpointError  # lazy: cgdm.zoo imports torch (not before --help / bad arguments)
 
     try:
         image = load_image(args.input)
@@ -332,44 +216,9 @@ def compress_main(argv: list[str] | None = None) -> int:
         data = coder.encode(image, args.rate)
         seconds = time.perf_counter() - t0
     except (ImageReadError, CheckpointError, CodecUnavailable, ValueError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     write_and_report(args.output, data, image.shape, args.rate, seconds)
     return 0
-
-
-def write_and_report(output, data: bytes, shape: tuple[int, ...], rate: int, seconds: float) -> None:
-    """Write a compressed file and print its size as measured on disk (shared by both compress CLIs)."""
-    from baselines.base import write_bitstream
-
-    info = write_bitstream(output, data, shape)
-    print(f"{output}: {shape[1]}x{shape[0]}, rate {rate}, {info.num_bytes} bytes, "
-          f"{info.bpp:.4f} bpp, {seconds:.2f} s")
-
-
-def _max_pixels(text: str) -> int | None:
-    """``--max-pixels``: a positive integer, or 0 / ``none`` for no limit."""
-    if text.strip().lower() in ("0", "none"):
-        return None
-    try:
-        value = int(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {text!r}")
-    return value
-
-
-def add_max_pixels_argument(p: argparse.ArgumentParser) -> None:
-    """``--max-pixels``, shared with the full-CGDM CLI (cgdm.model)."""
-    p.add_argument("--max-pixels", type=_max_pixels, default=MAX_PIXELS, metavar="N",
-                   help=f"refuse files that declare more than N pixels (default {MAX_PIXELS}, Pillow's "
-                        "MAX_IMAGE_PIXELS; 0 = no limit). Checked before anything is allocated")
-
-
-def one_line(exc: BaseException) -> str:
-    """An unexpected exception as one line (``cgdm decompress`` never prints a traceback)."""
-    text = " ".join(str(exc).split()) or "(no message)"
-    return f"decoding failed ({type(exc).__name__}: {text[:500]}); the file is damaged or was not written by this model"
 
 
 def decompress_main(argv: list[str] | None = None) -> int:
@@ -391,21 +240,19 @@ def decompress_main(argv: list[str] | None = None) -> int:
         # before importing torch or loading a model: a 22-byte header can declare 65535 x 65535
         check_pixel_budget(header, args.max_pixels)
     except BitstreamError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if header.model_id != MODEL_ID:
         if not any(a == "--decoder" or a.startswith("--decoder=") for a in extra):
-            return _fail(f"{args.input} is a full-CGDM file (model {header.model_id!r}): pass the diffusion decoder "
-                         "checkpoint that encoded it with --decoder (and the base codec with --model)")
+            return fail(f"{args.input} is a full-CGDM file (model {header.model_id!r}): pass the diffusion decoder "
+                        "checkpoint that encoded it with --decoder (and the base codec with --model)")
         return _full_cgdm("decompress_main")(argv)
     if extra:
         # one line like every other refusal: the file, not the command line, decides which options apply
-        return _fail(f"unrecognized arguments for a base-codec file: {' '.join(extra)} ({args.input} was written "
-                     f"by the base codec {MODEL_ID!r}, which has no diffusion decoder options)")
-    import warnings
-
+        return fail(f"unrecognized arguments for a base-codec file: {' '.join(extra)} ({args.input} was written "
+                    f"by the base codec {MODEL_ID!r}, which has no diffusion decoder options)")
     # CompressAI's import-time torch.jit deprecation notice is not ours to report
     warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
-    from cgdm import zoo
+    from cgdm import zoo  # lazy: cgdm.zoo imports torch (not before the header checks above)
 
     try:
         spec = args.model
@@ -421,12 +268,12 @@ def decompress_main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - t0
         save_png(args.output, image)
     except (BitstreamError, zoo.CheckpointError, CodecUnavailable) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except MemoryError:
-        return _fail(f"out of memory decoding the {header.width}x{header.height} image; free memory or lower "
-                     "the limit that stopped it")
+        return fail(f"out of memory decoding the {header.width}x{header.height} image; free memory or lower "
+                    "the limit that stopped it")
     except Exception as exc:  # noqa: BLE001 - the CLI's contract: exit 2 and one line, never a traceback
-        return _fail(one_line(exc))
+        return fail(one_line(exc))
     print(f"{args.output}: {image.shape[1]}x{image.shape[0]}, {seconds:.2f} s")
     return 0
 
@@ -439,7 +286,7 @@ def info_main(argv: list[str] | None = None) -> int:
         data = _read_bytes(args.file)
         header, sections = read_cgdm(data)
     except BitstreamError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     pixels = header.width * header.height
     print(f"file:          {args.file}")
     print(f"format:        .cgdm version {header.version}")

@@ -8,7 +8,8 @@ the repository. :func:`prepare` makes a dataset ready:
 2. otherwise each file is taken from ``resources/datasets/downloads/`` if already there, else from the
    mirror (``data.mirror`` in the config: a local folder, ``file://`` or ``http(s)://`` base URL), else
    from the original URL; it is downloaded to ``<file>.part`` (resumed with an HTTP Range request
-   after an interruption), checked for size and SHA-256, and only then renamed;
+   after an interruption), checked for size and SHA-256, and only then renamed (all by
+   :func:`cgdm.download.download`, the suite's one downloader);
 3. the images are extracted into a temporary folder next to the destination, hashed, renamed to
    ``<root>/<name>/images/`` in one step, and ``<root>/<name>/MANIFEST.sha256`` is written last as the
    completion marker (``cd <root>/<name> && sha256sum -c MANIFEST.sha256`` re-checks it by hand).
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.client
 import json
 import os
 import shutil
@@ -45,7 +45,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from cgdm.download import CHUNK as _CHUNK
-from cgdm.download import check_file, sha256_file
+from cgdm.download import DownloadError, check_file, download, part_path, sha256_file
 from cgdm.imageio import SUPPORTED_SUFFIXES, atomic_write_bytes, list_images
 
 #: repository root: the embedded datasets live under ``<repo>/data``
@@ -56,7 +56,6 @@ MANIFEST = "MANIFEST.sha256"
 SHA256SUMS = "SHA256SUMS"
 DOWNLOADS = "downloads"
 TIMEOUT_S = 60.0
-_USER_AGENT = "cgdm-suite-datasets/0.1 (+python-urllib)"
 
 
 class DatasetError(RuntimeError):
@@ -339,49 +338,6 @@ def _check_file(path: Path, rf: RemoteFile) -> str | None:
     return check_file(path, rf.sha256, rf.size)
 
 
-def _http_download(url: str, dest: Path, rf: RemoteFile, *, timeout: float, progress: bool,
-                   label: str) -> None:
-    """Download ``url`` to ``dest`` through ``dest.part``, resuming a previous ``.part`` if the server
-    honours Range requests. Raises OSError / urllib errors / ValueError (size); the caller words them."""
-    part = dest.with_name(dest.name + ".part")
-    offset = part.stat().st_size if part.exists() else 0
-    if offset >= rf.size:  # a full-length leftover cannot be trusted without its hash: start over
-        part.unlink()
-        offset = 0
-    headers = {"User-Agent": _USER_AGENT}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    req = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        status = getattr(resp, "status", 200)
-        if status != 206:  # the server sent the whole file: do not append to the old part
-            offset = 0
-        length = resp.headers.get("Content-Length")
-        if length is not None and int(length) != rf.size - offset:
-            raise ValueError(f"size mismatch: the server announces {offset + int(length):,} bytes, "
-                             f"expected {rf.size:,}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        written = offset
-        with open(part, "ab" if offset else "wb") as out, tqdm(
-                total=rf.size, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=label, disable=not progress, leave=False) as bar:
-            while True:
-                block = resp.read(_CHUNK)
-                if not block:
-                    break
-                written += len(block)
-                if written > rf.size:
-                    raise ValueError(f"size mismatch: more than the expected {rf.size:,} bytes received")
-                out.write(block)
-                bar.update(len(block))
-    if written < rf.size:  # http.client returns b"" on a dropped connection: keep the part to resume
-        raise ConnectionError(f"connection closed after {written:,} of {rf.size:,} bytes")
-    problem = _check_file(part, rf)
-    if problem:
-        raise ValueError(problem)
-    os.replace(part, dest)
-
-
 def fetch(ds: Dataset, rf: RemoteFile, dest: Path, root: Path, *, mirror=None, timeout: float = TIMEOUT_S,
           progress: bool = True, copy_local: bool = True, resumable: bool = True) -> Path:
     """Make a verified copy of ``rf`` available and return its path.
@@ -410,34 +366,35 @@ def fetch(ds: Dataset, rf: RemoteFile, dest: Path, root: Path, *, mirror=None, t
         if not copy_local:
             return source
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
+        tmp = part_path(dest)
         shutil.copyfile(source, tmp)
         os.replace(tmp, dest)
         return dest
 
-    part = dest.with_name(dest.name + ".part")
+    part = part_path(dest)
     try:
-        _http_download(source, dest, rf, timeout=timeout, progress=progress, label=f"{ds.name}: {rf.filename}")
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and part.exists():  # stale part the server cannot resume: start over once
-            part.unlink()
-            return fetch(ds, rf, dest, root, mirror=mirror, timeout=timeout, progress=progress,
-                         resumable=resumable)
-        raise _fail(ds, root, source, f"download failed: HTTP {exc.code} {exc.reason}") from exc
-    except ValueError as exc:  # size or checksum: the bytes are wrong, keep nothing
-        part.unlink(missing_ok=True)
-        raise _fail(ds, root, source, f"download is corrupt, deleted: {exc}") from exc
-    except TimeoutError as exc:
-        raise _fail(ds, root, source, f"no answer within {timeout:g} s (offline or server down?)"
-                    + _resume_note(part, resumable)) from exc
-    except urllib.error.URLError as exc:
-        reason = exc.reason
-        if isinstance(reason, TimeoutError):
-            raise _fail(ds, root, source, f"no answer within {timeout:g} s (offline or server down?)") from exc
-        raise _fail(ds, root, source, f"cannot connect ({reason}); offline or host unreachable?") from exc
-    except (OSError, http.client.HTTPException) as exc:
-        raise _fail(ds, root, source, f"transfer interrupted: {exc}" + _resume_note(part, resumable)) from exc
+        download(source, dest, sha256=rf.sha256, size=rf.size, timeout=timeout, progress=progress,
+                 desc=f"{ds.name}: {rf.filename}", resume=resumable, leave=False)
+    except DownloadError as exc:
+        raise _fail(ds, root, source, _download_problem(exc, timeout, part, resumable)) from exc
     return dest
+
+
+def _download_problem(exc: DownloadError, timeout: float, part: Path, resumable: bool) -> str:
+    """What went wrong in :func:`cgdm.download.download`, in this module's words (from its ``__cause__``:
+    the transport failure, or None for bytes of the wrong size or checksum)."""
+    cause = exc.__cause__
+    if cause is None:  # size or checksum: download() kept nothing
+        return f"download is corrupt, deleted: {exc.problem}"
+    if isinstance(cause, urllib.error.HTTPError):
+        return f"download failed: HTTP {cause.code} {cause.reason}"
+    if isinstance(cause, TimeoutError):
+        return f"no answer within {timeout:g} s (offline or server down?)" + _resume_note(part, resumable)
+    if isinstance(cause, urllib.error.URLError):
+        if isinstance(cause.reason, TimeoutError):
+            return f"no answer within {timeout:g} s (offline or server down?)"
+        return f"cannot connect ({cause.reason}); offline or host unreachable?"
+    return f"transfer interrupted: {cause}" + _resume_note(part, resumable)
 
 
 def _resume_note(part: Path, resumable: bool) -> str:

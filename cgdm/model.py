@@ -29,25 +29,32 @@ section (:class:`SamplingOptions`, 16 bytes), so a file decodes the same way whe
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import struct
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.base import Codec, CodecUnavailable
+from cgdm import __version__
 from cgdm import bitstream as bs
 from cgdm.boundary import Box, Tiling, sample_global, sample_independent
+from cgdm.cli_util import add_max_pixels_argument, fail, one_line, write_and_report
 from cgdm.consistency import ConsistencyBranch, ConsistencyGuidance
+from cgdm.decode_checks import check_decode_resources
 from cgdm.diffusion.resshift import ResShiftSampler, ResShiftSchedule
 from cgdm.diffusion.scheduler import DDIMSampler, NoiseSchedule
 from cgdm.diffusion.unet import ConditionalUNet
 from cgdm.fusion import SyntaxFeatureFusion
+from cgdm.imageio import ImageReadError, load_image, save_png
+from cgdm.tensors import image_to_tensor, pad_to, tensor_to_image  # also importable from here, as before
+from cgdm.zoo import CheckpointError, load_checkpoint, resolve_model, weights_sha256
 
 __all__ = [
     "CGDM",
@@ -228,14 +235,6 @@ class CGDMDecoder(nn.Module):
         return self.unet(x_t, t, x_base, r, features, syntax)
 
 
-def pad_to(x: Tensor, height: int, width: int) -> Tensor:
-    """Replicate-pad (B, C, h, w) on the right/bottom to (height, width)."""
-    ph, pw = height - x.shape[-2], width - x.shape[-1]
-    if ph < 0 or pw < 0:
-        raise ValueError(f"cannot pad {tuple(x.shape[-2:])} to the smaller {(height, width)}")
-    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
-
-
 # ---------------------------------------------------------------------------------------------------
 # sampling options (the file's decoder section)
 # ---------------------------------------------------------------------------------------------------
@@ -317,15 +316,11 @@ class SamplingOptions:
 # ---------------------------------------------------------------------------------------------------
 def state_dict_sha256(module: nn.Module) -> str:
     """Weights hash of a module (:func:`cgdm.zoo.weights_sha256` of its state dict)."""
-    from cgdm.zoo import weights_sha256
-
     return weights_sha256(module.state_dict())
 
 
 def load_base(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
     """Base codec checkpoint (or zoo name) -> ``(BaseCodec, meta)``, hash-verified (:mod:`cgdm.zoo`)."""
-    from cgdm.zoo import resolve_model
-
     return resolve_model(path, device)
 
 
@@ -339,8 +334,6 @@ def base_lambdas(meta: dict) -> list[float] | None:
 
 def load_decoder(path: str | Path, device: str = "cpu") -> tuple[CGDMDecoder, dict]:
     """Decoder checkpoint written by :mod:`cgdm.train_diffusion` -> ``(CGDMDecoder, meta)``, hash-verified."""
-    from cgdm.zoo import CheckpointError, load_checkpoint
-
     ckpt = load_checkpoint(path, arch=DECODER_ARCH)
     meta = ckpt["meta"]
     decoder = CGDMDecoder(DecoderConfig.from_dict(meta["config"]))
@@ -574,7 +567,7 @@ class CGDM(nn.Module):
         if not 0 <= rate_idx < self.base.num_rates:
             raise ValueError(f"rate index {rate_idx} out of range: this model has rates 0..{self.base.num_rates - 1}")
         if online_steps > 0:
-            from cgdm.online import online_compress
+            from cgdm.online import online_compress  # lazy: cgdm.online imports CompressAI (seconds)
 
             enc = online_compress(self, x, rate_idx, steps=online_steps, **online_kwargs)["compressed"]
         else:
@@ -597,11 +590,9 @@ class CGDM(nn.Module):
         """Decode ``.cgdm`` bytes written by :meth:`compress` (with these weights) to uint8 (H, W, 3).
 
         ``max_pixels``: refuse files declaring larger images (None: no limit). Everything that can be
-        checked without decoding is checked first (:func:`cgdm.coder.check_decode_resources`), and the
+        checked without decoding is checked first (:func:`cgdm.decode_checks.check_decode_resources`), and the
         entropy decoder must end exactly at the end of each stream (:mod:`cgdm.rans_guard`); errors are
         :class:`~cgdm.bitstream.BitstreamError`."""
-        from cgdm.coder import check_decode_resources
-
         header, sections = bs.read_cgdm(data)
         bs.check_pixel_budget(header, max_pixels)
         bs.check_model(header, MODEL_ID, self.weights_hash, self.base.num_rates)
@@ -637,21 +628,6 @@ class CGDM(nn.Module):
             out = self.postprocess(dec.pop("x_hat"), dec.pop("features"), dec["syntax"], header.rate_idx, options,
                                    boundary=file_variant.boundary, progress=progress)
         return tensor_to_image(out)
-
-
-def image_to_tensor(image: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected a uint8 array of shape (H, W, 3), got "
-                         f"{getattr(image, 'dtype', type(image))} {getattr(image, 'shape', '')}; "
-                         "load images with cgdm.imageio.load_image")
-    if not image.flags.writeable:  # e.g. np.asarray(PIL image): torch warns on read-only memory
-        image = image.copy()
-    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float() / 255.0
-
-
-def tensor_to_image(x: Tensor) -> np.ndarray:
-    # clamp copies; the rest works in place on that copy (one float temporary, not three)
-    return x[0].clamp(0, 1).mul_(255).round_().byte().permute(1, 2, 0).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -720,8 +696,6 @@ class CGDMCodec(Codec):
 
     @property
     def version(self) -> str:
-        from cgdm import __version__
-
         return f"cgdm-suite {__version__} ({self.variant.name})"
 
     @property
@@ -743,13 +717,6 @@ class CGDMCodec(Codec):
 # ---------------------------------------------------------------------------------------------------
 # command line (``cgdm compress/decompress`` delegate here for full-CGDM files, see cgdm.coder)
 # ---------------------------------------------------------------------------------------------------
-def _fail(message: str) -> int:
-    import sys
-
-    print(f"cgdm: error: {message}", file=sys.stderr)
-    return 2
-
-
 def add_sampling_arguments(p) -> None:
     """Options of the diffusion decoder, shared by the CLI and the benchmark."""
     d = SamplingOptions()
@@ -768,13 +735,6 @@ def add_sampling_arguments(p) -> None:
 
 def compress_main(argv: list[str] | None = None) -> int:
     """``cgdm compress IN OUT --model BASE --decoder DEC --rate K [--online-steps N] [--steps S] ...``"""
-    import argparse
-    import time
-
-    from cgdm.coder import write_and_report
-    from cgdm.imageio import ImageReadError, load_image
-    from cgdm.zoo import CheckpointError
-
     p = argparse.ArgumentParser(prog="cgdm compress", description="Encode an image with full CGDM "
                                 "(base codec + diffusion decoder settings in the file).")
     p.add_argument("input")
@@ -801,20 +761,13 @@ def compress_main(argv: list[str] | None = None) -> int:
         data = model.compress(image, args.rate, online_steps=args.online_steps, lr=args.online_lr)
         seconds = time.perf_counter() - t
     except (ImageReadError, CheckpointError, CodecUnavailable, ValueError, FileNotFoundError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     write_and_report(args.output, data, image.shape, args.rate, seconds)
     return 0
 
 
 def decompress_main(argv: list[str] | None = None) -> int:
     """``cgdm decompress IN.cgdm OUT.png --model BASE --decoder DEC``: decoding settings come from the file."""
-    import argparse
-    import time
-
-    from cgdm.coder import add_max_pixels_argument, one_line
-    from cgdm.imageio import save_png
-    from cgdm.zoo import CheckpointError
-
     p = argparse.ArgumentParser(prog="cgdm decompress", description="Decode a full-CGDM .cgdm file to PNG.")
     p.add_argument("input")
     p.add_argument("output")
@@ -827,7 +780,7 @@ def decompress_main(argv: list[str] | None = None) -> int:
     try:
         data = Path(args.input).read_bytes()
     except OSError as exc:
-        return _fail(f"{args.input}: cannot read ({exc.strerror or exc})")
+        return fail(f"{args.input}: cannot read ({exc.strerror or exc})")
     try:
         bs.check_pixel_budget(bs.read_cgdm(data)[0], args.max_pixels)  # before loading any weights
         model = CGDM.from_checkpoints(args.model, args.decoder, args.device)
@@ -836,10 +789,10 @@ def decompress_main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - t
         save_png(args.output, image)
     except (bs.BitstreamError, CheckpointError, CodecUnavailable, ValueError) as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     except MemoryError:
-        return _fail("out of memory while decoding; free memory or lower the limit that stopped it")
+        return fail("out of memory while decoding; free memory or lower the limit that stopped it")
     except Exception as exc:  # noqa: BLE001 - the CLI's contract: exit 2 and one line, never a traceback
-        return _fail(one_line(exc))
+        return fail(one_line(exc))
     print(f"{args.output}: {image.shape[1]}x{image.shape[0]}, {seconds:.2f} s")
     return 0

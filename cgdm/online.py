@@ -28,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from compressai.ops import quantize_ste
 from torch import Tensor
+from tqdm.auto import tqdm
+
+from cgdm.tensors import pad_to
 
 __all__ = ["online_compress", "rd_objective"]
 
@@ -39,8 +42,6 @@ def _decoder_output(model, x_hat: Tensor, features: Tensor) -> Tensor:
     dec = model.decoder
     if dec.consistency is None:
         return x_hat
-    from cgdm.model import pad_to
-
     H, W = x_hat.shape[-2:]
     m, s = dec.multiple, dec.config.feature_stride
     Hp, Wp = -(-H // m) * m, -(-W // m) * m
@@ -115,8 +116,6 @@ def online_compress(model, x: Tensor, rate_idx: int, steps: int, lr: float = 0.0
         best = (first, y_g0, s0)
         it = range(steps)
         if progress:
-            from tqdm.auto import tqdm
-
             it = tqdm(it, desc="online", leave=False)
         for _ in it:
             opt.zero_grad(set_to_none=True)

@@ -36,10 +36,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 from tqdm.auto import tqdm
 
 from cgdm.codec import ARCH, BaseCodec, estimate_bits
+from cgdm.crops import RandomCrops
+from cgdm.imageio import list_images
 from cgdm.results import config_hash
+from cgdm.train_diffusion import train_decoder
 from cgdm.zoo import atomic_torch_save, save_checkpoint
 
 __all__ = ["DEFAULT_PARAMS", "main", "train_base"]
@@ -69,41 +73,6 @@ _RESUMABLE_KEYS = {"steps", "checkpoint_every", "threads"}
 
 def _state_path(out: Path) -> Path:
     return out.with_name(out.name + ".state")
-
-
-class RandomCrops:
-    """Seeded random crops (with horizontal flips) from a list of images held in memory as uint8."""
-
-    def __init__(self, paths: list[Path], patch_size: int):
-        from cgdm.imageio import load_image
-
-        if not paths:
-            raise ValueError("no training images: point train_images at a folder of PNG/JPEG files")
-        self.patch_size = patch_size
-        self.images = []
-        for p in paths:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # alpha dropped: documented rule of cgdm.imageio
-                img = torch.from_numpy(load_image(p)).permute(2, 0, 1).contiguous()
-            h, w = img.shape[-2:]
-            if h < patch_size or w < patch_size:  # small images: replicate-pad up to one patch
-                img = F.pad(img[None].float(), (0, max(0, patch_size - w), 0, max(0, patch_size - h)),
-                            mode="replicate")[0].to(torch.uint8)
-            self.images.append(img)
-
-    def sample(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        p = self.patch_size
-        out = torch.empty(batch_size, 3, p, p)
-        for i in range(batch_size):
-            img = self.images[int(torch.randint(len(self.images), (1,), generator=generator))]
-            h, w = img.shape[-2:]
-            top = int(torch.randint(h - p + 1, (1,), generator=generator))
-            left = int(torch.randint(w - p + 1, (1,), generator=generator))
-            crop = img[:, top:top + p, left:left + p]
-            if bool(torch.randint(2, (1,), generator=generator)):
-                crop = crop.flip(-1)
-            out[i] = crop.float().div(255.0)
-        return out
 
 
 def _optimizers(model: BaseCodec, params: dict):
@@ -231,8 +200,6 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
 
 # -- CLI ------------------------------------------------------------------------------------------------
 def _train_images(spec) -> list[Path]:
-    from cgdm.imageio import list_images
-
     if isinstance(spec, (list, tuple)):
         return [Path(s) for s in spec]
     folder = Path(spec)
@@ -248,8 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="override the config's out")
     ap.add_argument("--device", help="override the config's device")
     args = ap.parse_args(argv)
-    import yaml
-
     try:
         with open(args.config) as f:
             cfg = yaml.safe_load(f) or {}
@@ -268,10 +233,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cgdm train: error: {exc}", file=sys.stderr)
             return 2
     elif stage == "decoder":
-        from cgdm.train_diffusion import (
-            train_decoder,  # the diffusion decoder's trainer
-        )
-
         train_decoder(params, images, Path(out), requires, device)
     else:
         print(f"cgdm train: error: unknown stage {stage!r} (expected 'base' or 'decoder')", file=sys.stderr)

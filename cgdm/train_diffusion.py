@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from cgdm.consistency import deviation_loss
+from cgdm.crops import RandomCrops
 from cgdm.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from cgdm.model import DECODER_ARCH, CGDMDecoder, DecoderConfig, Variant, load_base
 from cgdm.results import config_hash
@@ -140,6 +141,7 @@ def _base_checkpoint(requires: dict | None):
 def _lpips_loss(device: torch.device, required: bool):
     """pyiqa LPIPS-VGG as a loss when its weights are cached (never downloaded here). Missing weights:
     ``required`` (``perceptual`` names lpips) -> ValueError naming the fix; else None (``auto``)."""
+    # lazy: the evaluation package (pandas, metric code) is needed only when a decoder trains with LPIPS
     from cgdm.evaluation import weights as W
     from cgdm.evaluation.metrics import DownloadBlocked, no_downloads, torch_home
 
@@ -199,8 +201,6 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
     base.requires_grad_(False)
     phash = config_hash({**{k: v for k, v in p.items() if k not in _RESUMABLE_KEYS},
                          "base": base_meta.get("weights_sha256")})
-
-    from cgdm.train import RandomCrops
 
     data = RandomCrops([Path(f) for f in train_images], int(p["patch_size"]))
     torch.manual_seed(int(p["seed"]))

@@ -156,7 +156,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def load_base_codec(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """Checkpoint -> ``(BaseCodec in eval mode with CDFs ready, meta)``."""
-    from cgdm.codec import ARCH, BaseCodec
+    from cgdm.codec import ARCH, BaseCodec  # lazy: cgdm.codec imports CompressAI (seconds); only base models need it
 
     ckpt = load_checkpoint(path, arch=ARCH)
     meta = ckpt["meta"]

@@ -16,7 +16,8 @@ from cgdm.boundary import (
     tile_boxes,
 )
 from cgdm.diffusion import DDIMSampler, NoiseSchedule
-from cgdm.model import SamplingOptions, image_to_tensor
+from cgdm.model import SamplingOptions
+from cgdm.tensors import image_to_tensor
 
 from helpers.diffusion import test_image, tiny_cgdm
 

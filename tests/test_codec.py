@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from cgdm.codec import PAD_MULTIPLE, BaseCodec, estimate_bits
-from cgdm.coder import BaseCoder, image_to_tensor, tensor_to_image
+from cgdm.coder import BaseCoder
 from cgdm.imageio import load_image
+from cgdm.tensors import image_to_tensor, tensor_to_image
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from cgdm.download import DownloadError, check_file, download, sha256_file
+from cgdm.download import DownloadError, check_file, download, part_path, sha256_file
 
 PAYLOAD = bytes(range(256)) * 40
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -76,4 +76,37 @@ def test_timeout_and_closed_port(server, tmp_path):
     with pytest.raises(DownloadError) as err:
         download(url, tmp_path / "x.bin", sha256=SHA, timeout=5, progress=False)
     assert str(err.value).startswith(f"{url}: ") and isinstance(err.value.__cause__, OSError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_keeps_part_on_drop_and_continues_with_range(http_server, tmp_path):
+    """resume=True (the datasets' archives): a dropped transfer keeps <dest>.part, the next call continues it
+    with a Range request; a server without range support sends the whole file, which replaces the part."""
+    srv = http_server({"/big.bin": PAYLOAD}, ranges=True, cut_after=1000)
+    dest = tmp_path / "big.bin"
+    part = part_path(dest)
+    assert part == tmp_path / "big.bin.part"
+    with pytest.raises(DownloadError, match="connection closed after 1,000 of 10,240 bytes") as err:
+        download(f"{srv.url}/big.bin", dest, sha256=SHA, size=len(PAYLOAD), progress=False, resume=True)
+    assert isinstance(err.value.__cause__, ConnectionError)
+    assert part.read_bytes() == PAYLOAD[:1000] and not dest.exists()
+    srv.cut_after = None
+    assert download(f"{srv.url}/big.bin", dest, sha256=SHA, size=len(PAYLOAD), progress=False, resume=True) == SHA
+    assert srv.requests == [("/big.bin", None), ("/big.bin", "bytes=1000-")]
+    assert dest.read_bytes() == PAYLOAD and not part.exists()
+
+    plain = http_server({"/big.bin": PAYLOAD})  # ignores Range: 200 with the whole file
+    dest.unlink()
+    part.write_bytes(b"stale bytes")
+    download(f"{plain.url}/big.bin", dest, sha256=SHA, size=len(PAYLOAD), progress=False, resume=True)
+    assert dest.read_bytes() == PAYLOAD and not part.exists()
+
+
+def test_resume_deletes_wrong_bytes(http_server, tmp_path):
+    srv = http_server({"/big.bin": PAYLOAD}, ranges=True)
+    dest = tmp_path / "big.bin"
+    part_path(dest).write_bytes(b"\xff" * 100)  # a part that does not belong to the file
+    with pytest.raises(DownloadError, match="checksum mismatch") as err:
+        download(f"{srv.url}/big.bin", dest, sha256=SHA, size=len(PAYLOAD), progress=False, resume=True)
+    assert err.value.__cause__ is None and err.value.digest != SHA
     assert list(tmp_path.iterdir()) == []

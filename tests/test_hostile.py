@@ -374,15 +374,15 @@ def test_zeroed_and_shortened_streams_are_refused(corpus):
 
 
 def test_memory_estimate_refuses_what_does_not_fit(corpus, monkeypatch):
-    import cgdm.coder as coder_mod
+    from cgdm import decode_checks
 
     args, data = corpus["base"]
     coder = BaseCoder.from_checkpoint(args[1])
-    monkeypatch.setattr(coder_mod, "available_memory", lambda: 100 << 20)
+    monkeypatch.setattr(decode_checks, "available_memory", lambda: 100 << 20)
     with pytest.raises(bs.ResourceLimit, match="GiB"):
         coder.decode(data)
     # a floor, not a guess: 4K with the tiny model must hold at least the float output and the uint8 image
-    est = coder_mod.estimate_decode_bytes(coder.model, 2160, 3840)
+    est = decode_checks.estimate_decode_bytes(coder.model, 2160, 3840)
     assert 15 * 3840 * 2160 < est < 1.5e9
 
 

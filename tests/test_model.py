@@ -15,9 +15,8 @@ from cgdm.model import (
     Variant,
     compress_main,
     decompress_main,
-    image_to_tensor,
-    tensor_to_image,
 )
+from cgdm.tensors import image_to_tensor, tensor_to_image
 from cgdm.zoo import save_checkpoint
 
 from helpers.diffusion import test_image, tiny_base, tiny_cgdm, tiny_decoder

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from cgdm import bitstream as bs
-from cgdm.model import image_to_tensor
 from cgdm.online import _decoder_output, online_compress
+from cgdm.tensors import image_to_tensor
 
 from helpers.diffusion import test_image, tiny_base, tiny_cgdm
 

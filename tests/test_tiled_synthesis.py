@@ -13,7 +13,7 @@ import torch
 
 from cgdm import codec
 from cgdm.bitstream import read_cgdm
-from cgdm.model import tensor_to_image
+from cgdm.tensors import tensor_to_image
 
 from helpers.diffusion import test_image, tiny_base, tiny_cgdm
 

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import types
 
 import numpy as np
 import pytest
@@ -113,9 +112,7 @@ def test_cli_train_and_decoder_dispatch(images, tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "cli.pth")["meta"]["steps"] == 2
 
     calls = []
-    fake = types.ModuleType("cgdm.train_diffusion")
-    fake.train_decoder = lambda *args: calls.append(args)
-    monkeypatch.setitem(sys.modules, "cgdm.train_diffusion", fake)
+    monkeypatch.setattr(train, "train_decoder", lambda *args: calls.append(args))
     cfg = {"stage": "decoder", "out": str(tmp_path / "dec.pth"), "train_images": [str(p) for p in images[:2]],
            "requires": {"base": str(tmp_path / "cli.pth")}, "params": {"steps": 5}, "device": "cpu"}
     (tmp_path / "dec.yaml").write_text(yaml.safe_dump(cfg))
@@ -166,8 +163,9 @@ def test_quick_training_learns_rd_order(tmp_path):
     """A short run on the embedded photos: rates are ordered in bits and in distortion, and the real
     file size is within 1 % (+ container) of the estimated rate."""
     from cgdm.codec import estimate_bits
-    from cgdm.coder import BaseCoder, image_to_tensor
+    from cgdm.coder import BaseCoder
     from cgdm.imageio import list_images, load_image
+    from cgdm.tensors import image_to_tensor
 
     params = {"N": 32, "M": 48, "steps": 300, "batch_size": 4, "patch_size": 96, "threads": 1, "lr": 1e-3,
               "lambdas": [0.002, 0.008, 0.032]}
