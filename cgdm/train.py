@@ -44,7 +44,7 @@ from cgdm.crops import RandomCrops
 from cgdm.imageio import list_images
 from cgdm.results import config_hash
 from cgdm.train_diffusion import train_decoder
-from cgdm.zoo import atomic_torch_save, save_checkpoint
+from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
 
 __all__ = ["DEFAULT_PARAMS", "main", "train_base"]
 
@@ -128,10 +128,7 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
     state_path = _state_path(out)
     if resume and state_path.exists():
         # RNG states must stay on the CPU; the optimizers move their state to the parameters' device
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state.get("params_hash") != phash:
-            raise ValueError(f"{state_path} was written with different training params; delete it to start "
-                             "over, or restore the params it was made with")
+        state = load_training_state(state_path, phash, "different training params")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])

@@ -53,7 +53,7 @@ from cgdm.crops import RandomCrops
 from cgdm.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from cgdm.model import DECODER_ARCH, CGDMDecoder, DecoderConfig, Variant, load_base
 from cgdm.results import config_hash
-from cgdm.zoo import atomic_torch_save, save_checkpoint
+from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
 
 __all__ = ["DEFAULT_PARAMS", "PAPER_PARAMS", "PERCEPTUAL", "decoder_config", "train_decoder"]
 
@@ -230,10 +230,8 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
 
     state_path = _state_path(out)
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=False)
-        if state.get("params_hash") != phash:
-            raise ValueError(f"{state_path} was written with different params or another base checkpoint; "
-                             "delete it to start over, or restore the params it was made with")
+        state = load_training_state(state_path, phash, "different params or another base checkpoint",
+                                    map_location=device, weights_only=False)
         decoder.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])

@@ -116,6 +116,18 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
         raise
 
 
+def load_training_state(path: str | os.PathLike, params_hash: str, mismatch: str, map_location: Any = "cpu",
+                        weights_only: bool = True) -> dict:
+    """A resumable training state written by :func:`atomic_torch_save`, refused (ValueError) unless it
+    was made with the same params (``state["params_hash"] == params_hash``): resuming with other params
+    would mix two runs. ``mismatch`` says what differs, e.g. "different training params"."""
+    state = torch.load(path, map_location=map_location, weights_only=weights_only)
+    if state.get("params_hash") != params_hash:
+        raise ValueError(f"{path} was written with {mismatch}; delete it to start over, or restore the params "
+                         "it was made with")
+    return state
+
+
 def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: dict, **extra) -> str:
     """Write ``{"state_dict", "meta", **extra}`` atomically; ``meta["weights_sha256"]`` is filled in.
 

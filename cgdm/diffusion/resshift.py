@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from cgdm.diffusion.scheduler import randn_like
+from cgdm.diffusion.scheduler import randn_like, run_steps
 
 __all__ = ["ResShiftSampler", "ResShiftSchedule"]
 
@@ -150,19 +150,5 @@ class ResShiftSampler:
         training marginals).
         """
         x = self.start(x_base, randn_like(x_base, generator))
-        ts = self.timesteps + [-1]
-        it = range(len(self.timesteps))
-        if progress:
-            from tqdm.auto import tqdm  # lazy: only decodes with a progress bar need it
-
-            it = tqdm(it, desc="diffusion", leave=False)
-        for i in it:
-            t, t_prev = ts[i], ts[i + 1]
-            if trace is not None:
-                trace.append(x.clone())
-            x0 = predict_x0(x, t)
-            if guide is not None:
-                x0 = guide(x0)
-            stochastic = t_prev >= 0 and self.eta > 0 and self.schedule.kappa > 0
-            x = self.step(x, x0, t, t_prev, randn_like(x, generator) if stochastic else None)
-        return x
+        stochastic = self.eta > 0 and self.schedule.kappa > 0
+        return run_steps(self, x, predict_x0, generator, guide, progress, stochastic, trace)

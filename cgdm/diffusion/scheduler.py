@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["DDIMSampler", "NoiseSchedule", "sampling_timesteps"]
+__all__ = ["DDIMSampler", "NoiseSchedule", "randn_like", "run_steps", "sampling_timesteps"]
 
 
 @dataclass(frozen=True)
@@ -156,20 +156,32 @@ class DDIMSampler:
         # start = sqrt(abar) x_base + sqrt(1 - abar) noise, built in the noise buffer (8 MP images)
         a, s = (float(v) for v in self.schedule.coefficients(self.t0))
         x = randn_like(x_base, generator).mul_(s).add_(x_base, alpha=a)
-        ts = self.timesteps + [-1]
-        it = range(len(self.timesteps))
-        if progress:
-            from tqdm.auto import tqdm
+        return run_steps(self, x, predict_x0, generator, guide, progress, stochastic=self.eta > 0)
 
-            it = tqdm(it, desc="diffusion", leave=False)
-        for i in it:
-            t, t_prev = ts[i], ts[i + 1]
-            x0 = predict_x0(x, t)
-            if guide is not None:
-                x0 = guide(x0)
-            fresh = randn_like(x, generator) if self.eta > 0 and t_prev >= 0 else None
-            x = self.step(x, x0, t, t_prev, fresh)
-        return x
+
+def run_steps(sampler, x: Tensor, predict_x0: Callable[[Tensor, int], Tensor], generator: torch.Generator,
+              guide: Callable[[Tensor], Tensor] | None, progress: bool, stochastic: bool,
+              trace: list[Tensor] | None = None) -> Tensor:
+    """The loop every sampler shares, from its start ``x``: at each of ``sampler.timesteps`` predict
+    ``x0``, guide it, and ``sampler.step`` to the next step (to the clean image after the last), with
+    fresh noise from ``generator`` when ``stochastic`` (not after the last step). ``trace`` collects the
+    network inputs (tests)."""
+    ts = sampler.timesteps + [-1]
+    it = range(len(sampler.timesteps))
+    if progress:
+        from tqdm.auto import tqdm  # lazy: only decodes with a progress bar need it
+
+        it = tqdm(it, desc="diffusion", leave=False)
+    for i in it:
+        t, t_prev = ts[i], ts[i + 1]
+        if trace is not None:
+            trace.append(x.clone())
+        x0 = predict_x0(x, t)
+        if guide is not None:
+            x0 = guide(x0)
+        fresh = randn_like(x, generator) if stochastic and t_prev >= 0 else None
+        x = sampler.step(x, x0, t, t_prev, fresh)
+    return x
 
 
 def randn_like(x: Tensor, generator: torch.Generator) -> Tensor:

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from cgdm.evaluation import DATASET_IMAGE, realism
 from cgdm.evaluation import weights as W
-from cgdm.evaluation.tidy import read_encode_table, to_frame
+from cgdm.evaluation.tidy import read_encode_table, set_row, to_frame
 from cgdm.imageio import atomic_write_bytes, load_image
 from cgdm.results import STATUS_OK, unavailable, write_table
 
@@ -161,11 +161,6 @@ def reference_features(paths: list[str], model: InceptionFeatures, feature_cache
     return feats
 
 
-def _summary(values: pd.Series) -> str:
-    vals = [str(v) for v in pd.unique(values.dropna())]
-    return ";".join(vals)
-
-
 def _swd_levels(g: pd.DataFrame) -> int:
     """SWD pyramid levels of a rate point's images (from the encode table's sizes; 0 when unknown)."""
     sizes = g[["height", "width"]].apply(pd.to_numeric, errors="coerce").dropna()
@@ -202,13 +197,7 @@ def compute(encode: pd.DataFrame, metrics=DISTRIBUTION_METRICS, cache=None, devi
     rows = []
     for (dataset, codec, rate), g in encode.groupby(["dataset", "codec", "rate"], sort=False):
         ok = g[g["status"] == STATUS_OK]
-        base = dict(dataset=dataset, image=DATASET_IMAGE, codec=codec, kind=_summary(g["kind"]), rate=rate,
-                    bpp=ok["bpp"].mean() if len(ok) else np.nan,
-                    encode_s=ok["encode_s"].mean() if len(ok) else np.nan,
-                    decode_s=ok["decode_s"].mean() if len(ok) else np.nan,
-                    codec_version=_summary(g["codec_version"]), weights=_summary(g["weights"]),
-                    device=_summary(g["device"]), code_revision=_summary(g["code_revision"]),
-                    config_hash=_summary(g["config_hash"]))
+        base = set_row(dataset, codec, rate, g, DATASET_IMAGE)
         n_patches = int(sum(num_patches(int(h), int(w)) for h, w in zip(ok["height"], ok["width"], strict=True)))
         # "swd" stands for its summary, interval and per-level rows
         swd_names = realism.metric_names(_swd_levels(g)) if "swd" in metrics else []

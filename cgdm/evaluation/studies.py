@@ -47,7 +47,16 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from cgdm.evaluation import DATASET_IMAGE, order_metrics, realism
-from cgdm.evaluation.tidy import KEY, TableError, _read_csv, read_encode_table, tidy_rows, validate_tidy
+from cgdm.evaluation.tidy import (
+    KEY,
+    TableError,
+    _read_csv,
+    join_values,
+    read_encode_table,
+    set_row,
+    tidy_rows,
+    validate_tidy,
+)
 from cgdm.results import ENCODE_COLUMNS, STATUS_OK, TIDY_COLUMNS, code_revision, unavailable, write_table
 
 #: columns a study adds to the tidy columns
@@ -209,10 +218,6 @@ def study_metrics(decode: pd.DataFrame, metrics, progress: bool = True, swd_kwar
     return pd.DataFrame(rows, columns=STUDY_TIDY_COLUMNS)
 
 
-def _summary(values: pd.Series) -> str:
-    return ";".join(str(v) for v in pd.unique(values.dropna()) if str(v) != "")
-
-
 def _swd_rows(decode: pd.DataFrame, swd_kwargs: dict) -> list[dict]:
     from cgdm.imageio import load_image
 
@@ -250,15 +255,9 @@ def _swd_rows(decode: pd.DataFrame, swd_kwargs: dict) -> list[dict]:
                 print(f"[swd] {dataset} {codec}@{rate} {setting}: {res.value:.2f} [{res.ci_low:.2f}, "
                       f"{res.ci_high:.2f}] over {res.n_images} images", file=sys.stderr)
         first = g.iloc[0]
-        base = dict(dataset=dataset, image=DATASET_IMAGE, codec=codec, kind=_summary(g["kind"]), rate=rate,
-                    bpp=ok["bpp"].mean() if len(ok) else np.nan,
-                    encode_s=ok["encode_s"].mean() if len(ok) else np.nan,
-                    decode_s=ok["decode_s"].mean() if len(ok) else np.nan,
-                    codec_version=_summary(g["codec_version"]), weights=_summary(g["weights"]),
-                    device=_summary(g["device"]), code_revision=_summary(g["code_revision"]),
-                    config_hash=_summary(g["config_hash"]),
+        base = dict(set_row(dataset, codec, rate, g, DATASET_IMAGE),
                     **{c: first[c] for c in ("study", "setting", "seed", "point", "overrides", "options")},
-                    decoded_as=_summary(g["decoded_as"]))
+                    decoded_as=join_values(g["decoded_as"]))
         for m, (value, status) in values.items():
             rows.append(dict(base, metric=m, value=value if status == STATUS_OK else np.nan, lower_better=True,
                              status=status, bootstrap=boot if m == realism.SWD and status == STATUS_OK else ""))
@@ -453,7 +452,7 @@ def dp_points(df: pd.DataFrame, variants: dict[str, str], base: str | None = Non
         by_point = g.assign(point=g["point"].fillna(-1)).groupby("point", sort=True)
         sources = {}
         for point, p in by_point:
-            sources[point] = {(s, _summary(q["decoded_as"])) for s, q in p[p["image"] != DATASET_IMAGE]
+            sources[point] = {(s, join_values(q["decoded_as"])) for s, q in p[p["image"] != DATASET_IMAGE]
                               .groupby("seed", dropna=False)}
         coincide = len(sources) > 1 and len({frozenset(s) for s in sources.values()}) == 1
         for point, p in by_point:
@@ -472,7 +471,7 @@ def dp_points(df: pd.DataFrame, variants: dict[str, str], base: str | None = Non
                             swd_ci_low=lo.iloc[0] if one and len(lo) else np.nan,
                             swd_ci_high=hi.iloc[0] if one and len(hi) else np.nan,
                             n_images=psnr["image"].nunique(), n_seeds=p["seed"].nunique(),
-                            decoded_as=_summary(p.loc[p["image"] != DATASET_IMAGE, "decoded_as"]),
+                            decoded_as=join_values(p.loc[p["image"] != DATASET_IMAGE, "decoded_as"]),
                             coincide=coincide))
     order = {v: i for i, v in enumerate([*variants, "base"])}
     frame = pd.DataFrame(out, columns=DP_COLUMNS)

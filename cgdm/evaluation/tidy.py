@@ -139,6 +139,21 @@ def _mean_point(group: pd.DataFrame) -> pd.Series:
     })
 
 
+def join_values(values: pd.Series) -> str:
+    """The distinct non-empty values of a column, ``;``-joined (provenance of a set-level row)."""
+    return ";".join(str(v) for v in pd.unique(values.dropna()) if str(v) != "")
+
+
+def set_row(dataset: str, codec: str, rate, g: pd.DataFrame, image: str) -> dict:
+    """Fields of one set-level row (FID, KID, SWD: one value per dataset x codec x rate) from the encode
+    rows ``g`` of that set: mean bpp and times over the images that coded, joined provenance."""
+    ok = g[g["status"] == STATUS_OK]
+    means = {c: ok[c].mean() if len(ok) else np.nan for c in ("bpp", "encode_s", "decode_s")}
+    return dict(dataset=dataset, image=image, codec=codec, kind=join_values(g["kind"]), rate=rate, **means,
+                **{c: join_values(g[c]) for c in ("codec_version", "weights", "device", "code_revision",
+                                                   "config_hash")})
+
+
 def unavailable_reasons(df: pd.DataFrame) -> dict[tuple[str, str], str]:
     """(dataset, metric) -> reason, for metrics with no usable row at all in a dataset."""
     out = {}
