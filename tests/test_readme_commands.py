@@ -44,6 +44,7 @@ NOT_RUN = {
     "snakemake --configfile config/paper.yaml --profile profiles/slurm":
         "submits to a SLURM cluster; dry-run in tests/test_workflow.py::test_targets_resolve[paper-slurm]",
     "cgdm decompress": "names the subcommand in prose (its full command line runs)",
+    "cgdm redecode IN OUT --set seed=3": "placeholders in prose; tests/test_redecode.py runs the command",
     "cgdm train --config my_base.yaml":
         "the user's own config file; the workflow run trains every model through the same code",
 }
