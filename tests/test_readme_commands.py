@@ -147,6 +147,7 @@ def _text(views: dict[str, str]) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # may pay for the .test workflow run in its setup
 def test_reproduce_then_report_shows_the_main_results_and_what_is_not_built(documented):
     views = rendered_views(documented[1]["reproduce"])
     text = _text(views)
@@ -164,6 +165,7 @@ def test_reproduce_then_report_shows_the_main_results_and_what_is_not_built(docu
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # may pay for the .test workflow run in its setup
 def test_reproduce_ablations_report_shows_the_ablations(documented):
     views = rendered_views(documented[1]["ablations"])
     text = _text(views)
@@ -180,6 +182,7 @@ def test_reproduce_ablations_report_shows_the_ablations(documented):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # may pay for the .test workflow run in its setup
 def test_readme_commands_in_order(documented):
     work, _ = documented
     (work / "kodim01.png").symlink_to(sorted((work / "data/kodak_tiny").glob("*.png"))[0])

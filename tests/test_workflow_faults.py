@@ -26,7 +26,9 @@ from cgdm.bitstream import read_cgdm
 
 from helpers.workflow import TARGETS, new_workdir, snakemake, snakemake_cmd, workflow_env
 
-pytestmark = pytest.mark.slow
+# the first test of a session to use the .test workflow run (tests/helpers/workflow.py) pays for it in its
+# setup: ~4 min on 2 idle cores, ~9 min on a loaded machine; pytest-timeout counts setup time too
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 #: declared outputs of the per-item jobs (a finished one must never be redone)
 JOB_OUTPUTS = ("resources/models/*.pt", "results/encoded/*/*/*/encode.csv", "results/metrics/*/*/*.csv",

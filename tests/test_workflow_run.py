@@ -17,7 +17,9 @@ from helpers.workflow import snakemake
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
-pytestmark = pytest.mark.slow
+# the first test of a session to use the .test workflow run (tests/helpers/workflow.py) pays for it in its
+# setup: ~4 min on 2 idle cores, ~9 min on a loaded machine; pytest-timeout counts setup time too
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def run(workdir, *args):

@@ -166,6 +166,7 @@ def test_trainer_metrics_follow_the_decoders_perceptual_setting():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # may pay for the .test workflow run in its setup
 def test_lpips_becoming_available_reruns_only_the_jobs_that_use_it(tiny_workflow_run, tmp_path, monkeypatch):
     """Every LPIPS metric job reruns and fills its rows; nothing upstream: no model retrains (the CGDM
     decoders' perceptual loss is LPIPS-VGG, not the AlexNet test metric) and nothing is re-encoded."""
@@ -216,6 +217,7 @@ def test_lpips_becoming_available_reruns_only_the_jobs_that_use_it(tiny_workflow
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # may pay for the .test workflow run in its setup
 def test_installing_bpg_reruns_only_bpg(tiny_workflow_run, tmp_path):
     if shutil.which("bpgenc", path=workflow_env(tiny_workflow_run)["PATH"]):
         pytest.skip("a real bpgenc is installed: BPG cannot become available between two runs")
