@@ -121,13 +121,14 @@ class ResShiftSampler:
 
     def step(self, x_t: Tensor, x0_pred: Tensor, t: int, t_prev: int, noise: Tensor | None = None) -> Tensor:
         """One posterior step ``x_t -> x_{t_prev}`` given the (possibly guided) ``x0_pred``; ``t_prev < 0``
-        returns the prediction."""
+        returns the prediction. ``x_t`` is overwritten (it becomes ``x_{t_prev}``)."""
         if t_prev < 0:
             return x0_pred
         e_t, e_s = self._etas[t], self._etas[t_prev]
         ratio = e_s / e_t
-        # 2. in place on one image-sized buffer: this runs on whole 8 MP images
-        x_prev = torch.mul(x_t, ratio).add_(x0_pred, alpha=1.0 - ratio)
+        # 2. in place on x_t, which the sampler owns and no longer needs (same values as out of place): one
+        #    image-sized buffer less at the peak, 0.4 GB at 7680x4320
+        x_prev = x_t.mul_(ratio).add_(x0_pred, alpha=1.0 - ratio)
         std = self.eta * self.schedule.kappa * math.sqrt(max(e_s * (e_t - e_s) / e_t, 0.0))
         if std > 0:
             if noise is None:
