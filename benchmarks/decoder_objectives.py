@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     originals = [load_image(f) for f in kodak[:: max(1, len(kodak) // args.images)]]
     train = list_images(REPO / "data" / "train")
     rates = (0, 3)
-    rows, base_recons = [], {}
+    rows, base_swd = [], {}  # the base codec's SWD per rate: the same for every objective
     with tempfile.TemporaryDirectory() as tmp:
         for name in [o.strip() for o in args.objectives.split(",") if o.strip()]:
             params = {**OBJECTIVES[name], "steps": args.steps, "threads": args.threads, "checkpoint_every": 10**9}
@@ -86,15 +86,16 @@ def main(argv: list[str] | None = None) -> int:
             meta = load_checkpoint(out)["meta"]
             model = CGDM.from_checkpoints(args.base, out, options=SamplingOptions(tile=256, overlap=32))
             for r in rates:
-                recons = []
+                base, recons = [], []
                 with torch.no_grad():
                     for im in originals:
                         o = model.base(image_to_tensor(im), r)
-                        if r not in base_recons or len(base_recons[r]) < len(originals):
-                            base_recons.setdefault(r, []).append(tensor_to_image(o["x_hat"]))
+                        base.append(tensor_to_image(o["x_hat"]))
                         recons.append(tensor_to_image(model.postprocess(o["x_hat"], o["features"], o["syntax"], r)))
-                base = base_recons[r]
-                s_base, s_cgdm = swd(base, originals), swd(recons, originals)
+                if r not in base_swd:
+                    base_swd[r] = swd(base, originals)
+                s_base = base_swd[r]
+                s_cgdm = swd(recons, originals)
                 row = {
                     "objective": name, "params": OBJECTIVES[name], "steps": args.steps, "rate": r,
                     "losses": meta["losses"], "train_s": round(train_s, 1), "ms_per_step": meta["ms_per_step"],

@@ -212,11 +212,9 @@ def codec_state(name: str, entry: dict, hashes: HashCache | None = None) -> dict
 
 def _decoder_metrics(params: dict) -> list[str]:
     """The CGDM decoder trains with LPIPS-VGG when ``perceptual`` asks for it (``auto`` only if cached)."""
-    from cgdm.train_diffusion import DEFAULT_PARAMS, PERCEPTUAL  # lazy: the trainer imports torch
+    from cgdm.train_diffusion import uses_lpips  # lazy: the trainer imports torch
 
-    p = {**DEFAULT_PARAMS, **params}
-    uses = p["perceptual"] == "auto" or "lpips" in PERCEPTUAL.get(p["perceptual"], ())
-    return ["lpips-vgg"] if uses and float(p["lpips_weight"] or 0) > 0 else []
+    return ["lpips-vgg"] if uses_lpips(params) else []
 
 
 #: trainers whose model depends on a metric's weights: trainer -> (its params -> those metrics). Fetching

@@ -347,6 +347,13 @@ def load_decoder(path: str | Path, device: str = "cpu") -> tuple[CGDMDecoder, di
 # ---------------------------------------------------------------------------------------------------
 # the codec
 # ---------------------------------------------------------------------------------------------------
+def _to_unit_range(out: Tensor, size: tuple[int, int]) -> Tensor:
+    """Sampler output in [-1, 1] -> [0, 1], cropped to ``size``; in place: the sampler's output is ours,
+    and three image-sized temporaries are 1.2 GB at 7680x4320."""
+    H, W = size
+    return out[..., :H, :W].add_(1).div_(2).clamp_(0, 1)
+
+
 class CGDM(nn.Module):
     """Base codec + diffusion decoder.
 
@@ -425,7 +432,7 @@ class CGDM(nn.Module):
         del features, x_hat
         guide = self._guidance(x_c, options)
         del x_c  # only its block means (in guide) are needed from here on
-        return self._sample(xb, feat, guide, syntax, rate_idx, options, boundary, progress, (H, W))
+        return self._sample(xb, feat, guide, syntax, rate_idx, options, progress, (H, W))
 
     def _guidance(self, x_c: Tensor | None, options: SamplingOptions) -> ConsistencyGuidance | None:
         if x_c is None or options.guidance <= 0:
@@ -478,7 +485,7 @@ class CGDM(nn.Module):
                 source(top, min(Hp, top + rows))
         guide = self._guidance(x_c, options)
         del x_c
-        return self._sample(xb, feat, guide, syntax_hat.flatten(1), rate_idx, options, boundary, progress, (H, W))
+        return self._sample(xb, feat, guide, syntax_hat.flatten(1), rate_idx, options, progress, (H, W))
 
     def _sample_local(self, xb: Tensor, features: Tensor, syntax: Tensor, rate_idx: int, options: SamplingOptions,
                       progress: bool, size: tuple[int, int]) -> Tensor:
@@ -507,18 +514,19 @@ class CGDM(nn.Module):
             g = condition(box)[1]
             return x0 if g is None else g(x0)
 
-        sampler = dec.sampler(options.steps, options.t0, options.eta)
-        gen = torch.Generator(device=xb.device).manual_seed(options.seed)
-        out = sample_independent(sampler, xb, predict, gen, options.tile, guide, progress)
-        H, W = size
-        return out[..., :H, :W].add_(1).div_(2).clamp_(0, 1)
+        sampler, gen = self._sampler(options, xb.device)
+        return _to_unit_range(sample_independent(sampler, xb, predict, gen, options.tile, guide, progress), size)
+
+    def _sampler(self, options: SamplingOptions, device: torch.device) -> tuple:
+        """``(sampler, generator)`` of a decode: the decoder's sampler and the seeded decode generator."""
+        sampler = self.decoder.sampler(options.steps, options.t0, options.eta)
+        return sampler, torch.Generator(device=device).manual_seed(options.seed)
 
     def _sample(self, xb: Tensor, feat: Tensor | None, guide: ConsistencyGuidance | None, syntax: Tensor,
-                rate_idx: int, options: SamplingOptions, boundary: bool, progress: bool,
-                size: tuple[int, int]) -> Tensor:
-        """Diffusion sampling from the padded base reconstruction ``xb`` in [-1, 1] -> [0, 1], cropped to ``size``."""
+                rate_idx: int, options: SamplingOptions, progress: bool, size: tuple[int, int]) -> Tensor:
+        """Globally uniform diffusion sampling (boundary control) from the padded base reconstruction ``xb``
+        in [-1, 1] -> [0, 1], cropped to ``size`` (``no_boundary`` is :meth:`_sample_local`)."""
         dec = self.decoder
-        H, W = size
         m = dec.multiple
         r = dec.config.unshuffle
         rate = torch.tensor([rate_idx], device=xb.device)
@@ -530,15 +538,9 @@ class CGDM(nn.Module):
                 [feat[..., tp // r:(tp + h) // r, lf // r:(lf + w) // r] for tp, lf, h, w in boxes])
             return dec(x_t, t, base, rate.expand(n), f, syntax.expand(n, -1))
 
-        sampler = dec.sampler(options.steps, options.t0, options.eta)
-        gen = torch.Generator(device=xb.device).manual_seed(options.seed)
-        if boundary:
-            tiling = Tiling(options.tile, options.overlap, self.batch, align=m)
-            out = sample_global(sampler, xb, predict, gen, tiling, guide, progress)
-        else:
-            out = sample_independent(sampler, xb, predict, gen, options.tile, guide, progress)
-        # in place: the sampler's output is ours, and three image-sized temporaries are 1.2 GB at 7680x4320
-        return out[..., :H, :W].add_(1).div_(2).clamp_(0, 1)
+        sampler, gen = self._sampler(options, xb.device)
+        tiling = Tiling(options.tile, options.overlap, self.batch, align=m)
+        return _to_unit_range(sample_global(sampler, xb, predict, gen, tiling, guide, progress), size)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, rate_idx: int, **kwargs) -> Tensor:

@@ -55,7 +55,7 @@ from cgdm.model import DECODER_ARCH, CGDMDecoder, DecoderConfig, Variant, load_b
 from cgdm.results import config_hash
 from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
 
-__all__ = ["DEFAULT_PARAMS", "PAPER_PARAMS", "PERCEPTUAL", "decoder_config", "train_decoder"]
+__all__ = ["DEFAULT_PARAMS", "PAPER_PARAMS", "PERCEPTUAL", "decoder_config", "train_decoder", "uses_lpips"]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,14 @@ def _base_checkpoint(requires: dict | None):
                      f"`requires: [<base model name>]` (got {sorted(requires) or 'none'})")
 
 
+def uses_lpips(params: dict) -> bool:
+    """Whether training with ``params`` adds LPIPS-VGG (``auto``: only when its weights are cached). The
+    workflow's state-file dependency (cgdm.availability) asks the same question."""
+    p = {**DEFAULT_PARAMS, **params}
+    wanted = p["perceptual"] == "auto" or "lpips" in PERCEPTUAL.get(p["perceptual"], ())
+    return wanted and float(p["lpips_weight"] or 0) > 0
+
+
 def _lpips_loss(device: torch.device, required: bool):
     """pyiqa LPIPS-VGG as a loss when its weights are cached (never downloaded here). Missing weights:
     ``required`` (``perceptual`` names lpips) -> ValueError naming the fix; else None (``auto``)."""
@@ -213,9 +221,7 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
     if int(p["patch_size"]) % factor:
         raise ValueError(f"patch_size must be a multiple of the deviation block size {factor}")
     # LPIPS is checked before any training step: a configured loss that cannot run stops the job now
-    lpips = None
-    if p["perceptual"] == "auto" or "lpips" in wanted:
-        lpips = _lpips_loss(device, required="lpips" in wanted) if float(p["lpips_weight"]) > 0 else None
+    lpips = _lpips_loss(device, required="lpips" in wanted) if uses_lpips(p) else None
     disc = d_opt = None
     if "adversarial" in wanted and float(p["adversarial_weight"]) > 0:
         disc = PatchDiscriminator(int(p["disc_channels"])).to(device).train()
