@@ -47,8 +47,11 @@ import torch.nn.functional as F
 
 from baselines.base import Codec, CodecUnavailable
 from baselines.classical import check_rgb8
+from cgdm.crops import RandomCrops
 from cgdm.download import DownloadError, download, sha256_file, sha256_matches
-from cgdm.zoo import atomic_torch_save
+from cgdm.results import config_hash
+from cgdm.training import rd_optimizers, set_lr
+from cgdm.zoo import atomic_torch_save, load_training_state
 
 #: total down-sampling factor of every supported architecture (g_a: 16, h_a: 4)
 PAD_MULTIPLE = 64
@@ -387,57 +390,34 @@ TRAIN_DEFAULTS = {
     "batch_size": 8,
     "patch_size": 128,     # random square crops
     "lr": 1e-3,            # higher than CompressAI's 1e-4: a few hundred steps, not a million
+    "lr_final": 0.1,       # cosine decay to this fraction of lr over each λ's steps
     "aux_lr": 1e-3,
     "clip_max_norm": 1.0,
     "warm_start": True,    # each λ starts from the previous λ's weights: far better in few steps
     "seed": 0,
     "threads": None,       # torch intra-op threads (None: leave torch's setting)
+    "checkpoint_every": 100,  # steps between writes of the resumable state file
 }
-
-
-class _CropSampler:
-    """Random seeded crops (+ horizontal flips) of in-memory images, batched as float tensors."""
-
-    def __init__(self, images: list[np.ndarray], crop: int, generator: torch.Generator):
-        small = [i for i, im in enumerate(images) if min(im.shape[:2]) < crop]
-        if small:
-            raise ValueError(f"training images {small} are smaller than the {crop}px crop; lower params.patch_size")
-        self.images = [torch.from_numpy(np.array(im)).permute(2, 0, 1) for im in images]
-        self.crop, self.g = crop, generator
-
-    def batch(self, n: int) -> torch.Tensor:
-        out = torch.empty(n, 3, self.crop, self.crop, dtype=torch.uint8)
-        for b in range(n):
-            im = self.images[int(torch.randint(len(self.images), (1,), generator=self.g))]
-            y = int(torch.randint(im.shape[1] - self.crop + 1, (1,), generator=self.g))
-            x = int(torch.randint(im.shape[2] - self.crop + 1, (1,), generator=self.g))
-            patch = im[:, y:y + self.crop, x:x + self.crop]
-            if torch.rand((), generator=self.g) < 0.5:
-                patch = patch.flip(-1)
-            out[b] = patch
-        return out.float().div_(255.0)
-
-
-def _optimizers(net: torch.nn.Module, lr: float, aux_lr: float):
-    """Main parameters and the entropy bottleneck quantiles get separate optimisers (CompressAI recipe)."""
-    main = [p for n, p in net.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
-    aux = [p for n, p in net.named_parameters() if n.endswith(".quantiles") and p.requires_grad]
-    return torch.optim.Adam(main, lr=lr), torch.optim.Adam(aux, lr=aux_lr)
+# params that may change between a run and its resumption (they do not change what one step does)
+_RESUMABLE_KEYS = {"checkpoint_every", "threads"}
 
 
 def train(params: dict, train_images: list[Path], out: Path, requires: dict[str, Path] | None = None,
-          device: str = "cpu") -> dict:
+          device: str = "cpu", *, on_step=None) -> dict:
     """Train one small CompressAI model per λ and write them all to one checkpoint at ``out``.
 
     ``params`` override :data:`TRAIN_DEFAULTS`. Loss per λ: ``λ·255²·MSE + bpp`` (CompressAI's
     :class:`~compressai.losses.RateDistortionLoss`) plus the entropy bottleneck's auxiliary loss on its
-    own optimiser. Before saving, ``update(force=True)`` builds the CDF tables the range coder needs.
-    Written atomically; returns the checkpoint's ``meta``.
+    own optimiser; the learning rate follows a cosine decay to ``lr_final`` over each λ's steps. Before a
+    λ's model is kept, ``update(force=True)`` builds the CDF tables the range coder needs.
+
+    Resumable like :func:`cgdm.train.train_base`: every ``checkpoint_every`` steps ``<out>.state`` holds
+    the network, both optimisers, both RNG states and the models of the λ already done; a killed run
+    started again with the same params continues where it stopped. ``on_step(step)`` is called after each
+    step (tests use it to simulate a kill). Written atomically; returns the checkpoint's ``meta``.
     """
     from compressai.losses import RateDistortionLoss
     from tqdm.auto import tqdm
-
-    from cgdm.imageio import load_image
 
     unknown = set(params) - set(TRAIN_DEFAULTS)
     if unknown:
@@ -451,27 +431,52 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
     if p["threads"]:
         torch.set_num_threads(int(p["threads"]))
     out = Path(out)
+    state_path = out.with_name(out.name + ".state")
+    phash = config_hash({k: v for k, v in p.items() if k not in _RESUMABLE_KEYS})
 
     gen = torch.Generator().manual_seed(int(p["seed"]))
     torch.manual_seed(int(p["seed"]))  # network initialisation
-    sampler = _CropSampler([load_image(f) for f in train_images], int(p["patch_size"]), gen)
+    data = RandomCrops([Path(f) for f in train_images], int(p["patch_size"]))
     net = build_model(p["architecture"], int(p["N"]), int(p["M"])).to(device)
     init_state = {k: v.clone() for k, v in net.state_dict().items()}
+    steps, every = int(p["steps"]), max(1, int(p["checkpoint_every"]))
+    states, stats, elapsed, resume = [], [], 0.0, None
+    if state_path.exists():
+        resume = load_training_state(state_path, phash, "different trainer params")
+        states, stats, elapsed = resume["states"], resume["stats"], float(resume["elapsed"])
+        gen.set_state(resume["crop_rng"])
+        torch.set_rng_state(resume["torch_rng"])
 
-    states, stats = [], []
-    t0 = time.perf_counter()
-    steps = int(p["steps"])
+    def save_state(i: int, step: int, opt, aux_opt, seconds: float) -> None:
+        atomic_torch_save({"params_hash": phash, "params": p, "lambda_index": i, "step": step,
+                           "net": net.state_dict(), "optimizer": opt.state_dict(),
+                           "aux_optimizer": aux_opt.state_dict(), "crop_rng": gen.get_state(),
+                           "torch_rng": torch.get_rng_state(), "states": states, "stats": stats,
+                           "elapsed": seconds}, state_path)
+
     for i, lmbda in enumerate(lambdas):
+        if i < len(states):
+            continue  # done before the run was interrupted
+        step = 0
         if not p["warm_start"]:
             net.load_state_dict(init_state)
         net.train()
         criterion = RateDistortionLoss(lmbda=lmbda)
-        opt, aux_opt = _optimizers(net, float(p["lr"]), float(p["aux_lr"]))
+        opt, aux_opt = rd_optimizers(net, p["lr"], p["aux_lr"])
+        if resume is not None and resume["lambda_index"] == i:
+            net.load_state_dict(resume["net"])
+            step = int(resume["step"])
+            if step > 0:  # at step 0 (the previous λ just finished) the optimisers start fresh
+                opt.load_state_dict(resume["optimizer"])
+                aux_opt.load_state_dict(resume["aux_optimizer"])
+        t0 = time.perf_counter()
+
         # mininterval: the bar also goes to workflow log files, one update a second is plenty there
-        bar = tqdm(range(steps), desc=f"{p['architecture']} λ={lmbda:g} ({i + 1}/{len(lambdas)})",
-                   disable=False, mininterval=1.0)
-        for step in bar:
-            x = sampler.batch(int(p["batch_size"])).to(device)
+        bar = tqdm(total=steps, initial=step, desc=f"{p['architecture']} λ={lmbda:g} ({i + 1}/{len(lambdas)})",
+                   unit="step", mininterval=1.0)
+        while step < steps:
+            set_lr((opt,), p["lr"], step, steps, p["lr_final"])
+            x = data.sample(int(p["batch_size"]), gen).to(device)
             opt.zero_grad(set_to_none=True)
             aux_opt.zero_grad(set_to_none=True)
             loss = criterion(net(x), x)
@@ -485,26 +490,36 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
             aux = net.aux_loss()
             aux.backward()
             aux_opt.step()
+            step += 1
+            bar.update(1)
             bar.set_postfix(loss=f"{loss['loss'].item():.3f}", bpp=f"{loss['bpp_loss'].item():.3f}",
-                            psnr=f"{-10 * math.log10(max(loss['mse_loss'].item(), 1e-10)):.2f}")
+                            psnr=f"{-10 * math.log10(max(loss['mse_loss'].item(), 1e-10)):.2f}", refresh=False)
+            if step % every == 0 and step < steps:
+                save_state(i, step, opt, aux_opt, elapsed + time.perf_counter() - t0)
+            if on_step is not None:
+                on_step(step)
+        bar.close()
         net.update(force=True)
         states.append({k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
         stats.append({"lambda": lmbda, "loss": loss["loss"].item(), "bpp": loss["bpp_loss"].item(),
                       "mse": loss["mse_loss"].item(), "aux": aux.item()})
+        elapsed += time.perf_counter() - t0
+        resume = None
+        save_state(i + 1, 0, opt, aux_opt, elapsed)  # this λ done: a kill from here on restarts at the next one
 
-    elapsed = time.perf_counter() - t0
     import compressai
 
     meta = {
         "arch": p["architecture"], "N": int(p["N"]), "M": int(p["M"]), "lambdas": lambdas,
         "steps": steps, "total_steps": steps * len(lambdas),
         "batch_size": int(p["batch_size"]), "patch_size": int(p["patch_size"]), "lr": float(p["lr"]),
-        "warm_start": bool(p["warm_start"]), "seed": int(p["seed"]),
-        "train_images": sorted(Path(f).name for f in train_images),
+        "lr_final": float(p["lr_final"]), "warm_start": bool(p["warm_start"]), "seed": int(p["seed"]),
+        "params_hash": phash, "train_images": sorted(Path(f).name for f in train_images),
         "final": stats, "seconds": elapsed, "ms_per_step": 1000 * elapsed / (steps * len(lambdas) or 1),
         "device": str(device), "compressai": str(compressai.__version__), "torch": str(torch.__version__),
     }
     atomic_torch_save({"state_dict": states, "meta": meta}, out)
+    state_path.unlink(missing_ok=True)
     return meta
 
 

@@ -205,8 +205,13 @@ def _build_registry() -> dict[str, Dataset]:
         # SHA256SUMS); never used to report results
         "embedded-train": Dataset(
             name="embedded-train", kind="folder", split="train",
-            description="40 photos embedded for the quick profile (long side 512, see data/README.md)",
-            embedded="data/train", n_images=40),
+            description="36 photos embedded for the quick profile (long side 512, see data/README.md)",
+            embedded="data/train", n_images=36),
+        # 4 of the 40 embedded photos, held out of every training run: the zoo's validation set
+        "embedded-val": Dataset(
+            name="embedded-val", kind="folder", split="validation",
+            description="4 photos held out of training (long side 512, see data/README.md)",
+            embedded="data/val", n_images=4),
     }
     for name, desc, split, url, size, sha, layout, n in _ARCHIVES:
         home = "https://data.vision.ee.ethz.ch/cvl/DIV2K/" if "DIV2K" in url else "https://clic.compression.cc/2020/"

@@ -44,6 +44,7 @@ from cgdm.crops import RandomCrops
 from cgdm.imageio import list_images
 from cgdm.results import config_hash
 from cgdm.train_diffusion import train_decoder
+from cgdm.training import rd_optimizers, set_lr
 from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
 
 __all__ = ["DEFAULT_PARAMS", "main", "train_base"]
@@ -61,6 +62,7 @@ DEFAULT_PARAMS: dict = {
     "batch_size": 8,
     "patch_size": 128,
     "lr": 3e-4,
+    "lr_final": 0.1,  # cosine decay to this fraction of lr over `steps`
     "aux_lr": 1e-3,
     "clip_max_norm": 1.0,
     "seed": 0,
@@ -73,14 +75,6 @@ _RESUMABLE_KEYS = {"steps", "checkpoint_every", "threads"}
 
 def _state_path(out: Path) -> Path:
     return out.with_name(out.name + ".state")
-
-
-def _optimizers(model: BaseCodec, params: dict):
-    aux = {n for n, _ in model.named_parameters() if n.endswith(".quantiles")}
-    main_params = [p for n, p in model.named_parameters() if n not in aux and p.requires_grad]
-    aux_params = [p for n, p in model.named_parameters() if n in aux]
-    return (torch.optim.Adam(main_params, lr=float(params["lr"])),
-            torch.optim.Adam(aux_params, lr=float(params["aux_lr"])))
 
 
 def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -121,7 +115,7 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
                       syntax_pool_channels=p["syntax_pool_channels"])
     model.init_gains(lambdas)
     model.to(device).train()
-    optimizer, aux_optimizer = _optimizers(model, p)
+    optimizer, aux_optimizer = rd_optimizers(model, p["lr"], p["aux_lr"])
     generator = torch.Generator().manual_seed(int(p["seed"]))
     step = 0
 
@@ -155,6 +149,7 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
                dynamic_ncols=True)
     t_start, steps_timed, last = time.perf_counter(), 0, {}
     while step < total:
+        set_lr((optimizer,), p["lr"], step, total, p["lr_final"])
         x = data.sample(int(p["batch_size"]), generator).to(device)
         r = torch.randint(len(lambdas), (x.size(0),), generator=generator).to(device)
         optimizer.zero_grad(set_to_none=True)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import time
 import warnings
@@ -53,6 +52,7 @@ from cgdm.crops import RandomCrops
 from cgdm.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from cgdm.model import DECODER_ARCH, CGDMDecoder, DecoderConfig, Variant, load_base
 from cgdm.results import config_hash
+from cgdm.training import set_lr
 from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
 
 __all__ = ["DEFAULT_PARAMS", "PAPER_PARAMS", "PERCEPTUAL", "decoder_config", "train_decoder", "uses_lpips"]
@@ -174,11 +174,6 @@ def _lpips_loss(device: torch.device, required: bool):
         return None
 
 
-def _lr_factor(step: int, total: int, final: float) -> float:
-    """Cosine decay from 1 to ``final`` over ``total`` steps (a function of the step: resumable)."""
-    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
 def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike, requires: dict | None = None,
                   device: str = "cpu", *, resume: bool = True, on_step: Callable[[int], None] | None = None,
                   progress: bool = True) -> Path:
@@ -262,10 +257,7 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
                dynamic_ncols=True)
     t_start, timed, last = time.perf_counter(), 0, {}
     while step < total:
-        lr_scale = _lr_factor(step, total, float(p["lr_final"]))
-        for opt in (optimizer, d_opt):
-            for group in (opt.param_groups if opt is not None else []):
-                group["lr"] = float(p["lr"]) * lr_scale
+        set_lr((optimizer, d_opt), p["lr"], step, total, p["lr_final"])
         x = data.sample(int(p["batch_size"]), generator).to(device)
         b = x.size(0)
         r = torch.randint(base.num_rates, (b,), generator=generator).to(device)

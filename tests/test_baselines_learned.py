@@ -82,9 +82,48 @@ def test_trainer_rejects_bad_params(train_images, tmp_path):
         train({"archtecture": "mbt2018-mean"}, train_images, tmp_path / "x.pt", {}, "cpu")
     with pytest.raises(ValueError, match="unknown architecture"):
         train({**TINY, "architecture": "nope"}, train_images, tmp_path / "x.pt", {}, "cpu")
-    with pytest.raises(ValueError, match="patch_size"):
-        train({**TINY, "patch_size": 512}, train_images, tmp_path / "x.pt", {}, "cpu")
     assert not (tmp_path / "x.pt").exists()
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kill_at", [2, 4])  # inside the first λ; at the start of the second λ
+def test_trainer_resumes_after_a_kill(train_images, tmp_path, kill_at):
+    """A run killed mid-way and started again ends with the weights of an uninterrupted run."""
+    params = {**TINY, "architecture": "bmshj2018-hyperprior", "steps": 4, "checkpoint_every": 1}
+    train(params, train_images, tmp_path / "a.pt", {}, "cpu")
+    calls = []
+
+    def kill(step):
+        calls.append(step)
+        if len(calls) == kill_at + 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(params, train_images, tmp_path / "b.pt", {}, "cpu", on_step=kill)
+    assert (tmp_path / "b.pt.state").exists() and not (tmp_path / "b.pt").exists()
+    resumed = []
+    train(params, train_images, tmp_path / "b.pt", {}, "cpu", on_step=resumed.append)
+    assert len(resumed) == 8 - kill_at - 1  # only the steps not done before the kill
+    assert not (tmp_path / "b.pt.state").exists()
+    a, b = load_checkpoint(tmp_path / "a.pt")["state_dict"], load_checkpoint(tmp_path / "b.pt")["state_dict"]
+    assert len(a) == len(b) == 2
+    for sa, sb in zip(a, b):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_trainer_refuses_a_state_of_other_params(train_images, tmp_path):
+    params = {**TINY, "architecture": "bmshj2018-hyperprior", "steps": 4, "checkpoint_every": 1}
+
+    def kill(step):
+        raise _Killed
+
+    with pytest.raises(_Killed):
+        train(params, train_images, tmp_path / "b.pt", {}, "cpu", on_step=kill)
+    with pytest.raises(Exception, match="different trainer params"):
+        train({**params, "lr": 5e-4}, train_images, tmp_path / "b.pt", {}, "cpu")
 
 
 def test_trainer_stops_on_divergence(train_images, tmp_path):

@@ -328,7 +328,10 @@ def test_tampered_embedded_kodak_is_an_error(monkeypatch, tmp_path):
 
 def test_embedded_train_photos_are_verified():
     photos = D.prepare("embedded-train", progress=False)
-    assert len(D.list_images(photos)) == 40
+    held_out = D.prepare("embedded-val", progress=False)
+    train, val = D.list_images(photos), D.list_images(held_out)
+    assert (len(train), len(val)) == (36, 4)
+    assert not {p.name for p in train} & {p.name for p in val}  # the validation photos are never trained on
 
 
 # -- user-defined folders --------------------------------------------------------------------------
