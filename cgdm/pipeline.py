@@ -135,8 +135,10 @@ if __name__ == "__main__":
 
 
 def train_model_main(argv: list[str] | None = None) -> int:
-    """Workflow step: train one entry of the config's ``models:`` table into a checkpoint file."""
+    """Workflow step: train one entry of the config's ``models:`` table into a checkpoint file, or
+    install it from the shipped weights (``--zoo NAME``, checked against the entry's spec and sha256)."""
     from baselines.base import import_object
+    from cgdm.zoo import CheckpointError, install_shipped
 
     p = argparse.ArgumentParser(prog="cgdm train-model", description=train_model_main.__doc__)
     p.add_argument("--name", required=True, help="model name (key of the config's models table)")
@@ -145,12 +147,21 @@ def train_model_main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--require", action="append", default=[], metavar="NAME=PATH",
                    help="checkpoints of the models this one builds on")
+    p.add_argument("--zoo", metavar="NAME", help="install these shipped weights (zoo/zoo.json) instead of training")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = p.parse_args(argv)
 
-    _set_threads(args.threads)
     spec = json.loads(args.spec)
+    if args.zoo:
+        try:
+            install_shipped(args.zoo, spec, args.out)
+        except CheckpointError as exc:
+            print(f"cgdm train-model: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.name}: installed the shipped weights {args.zoo!r} (zoo/zoo.json) as {args.out}")
+        return 0
+    _set_threads(args.threads)
     images = list_images(args.train_dir)
     if not images:
         print(f"cgdm train-model: no training images in {args.train_dir}", file=sys.stderr)
@@ -160,4 +171,31 @@ def train_model_main(argv: list[str] | None = None) -> int:
     trainer(spec.get("params", {}), images, args.out, requires, resolve_device(args.device))
     if not args.out.exists():
         raise RuntimeError(f"trainer {spec['trainer']} finished without writing {args.out}")
+    return 0
+
+
+def zoo_ship_main(argv: list[str] | None = None) -> int:
+    """Workflow step of ``train_zoo``: copy freshly trained models into zoo/ and rewrite zoo/zoo.json."""
+    from cgdm.zoo import ship
+
+    p = argparse.ArgumentParser(prog="cgdm zoo-ship", description=zoo_ship_main.__doc__)
+    p.add_argument("--retrained", action="store_true", help="the models were trained by this run (retrain: true)")
+    p.add_argument("--models", required=True, help="the config's models: entries to ship, as JSON")
+    p.add_argument("--revision", help="code revision the models were trained at (default: this checkout's)")
+    p.add_argument("ship", nargs="+", metavar="MODEL",
+                   help="config model names (resources/models/MODEL.pt, results/benchmarks/train/MODEL.tsv)")
+    args = p.parse_args(argv)
+    if not args.retrained:
+        print("cgdm zoo-ship: train_zoo re-trains the shipped models; run `snakemake train_zoo --config "
+              "retrain=true` (without it the models are the shipped ones, installed, not trained)", file=sys.stderr)
+        return 2
+    entries = json.loads(args.models)
+    models = {}
+    for name in args.ship:
+        bench = pd.read_csv(f"results/benchmarks/train/{name}.tsv", sep="\t")
+        models[entries[name]["zoo"]] = (entries[name], Path(f"resources/models/{name}.pt"),
+                        {"wall_s": round(float(bench["s"].iloc[0]), 1),
+                         "cpu_s": round(float(bench["cpu_time"].iloc[0]), 1)})
+    manifest = ship(models, args.revision or code_revision())
+    print(f"shipped {', '.join(args.ship)} -> {manifest}")
     return 0

@@ -14,7 +14,9 @@ rate points and a download URL + sha256. :func:`load_pretrained` downloads into 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,12 @@ from baselines.base import CodecUnavailable
 from cgdm.download import DownloadError, download, sha256_file
 
 __all__ = [
+    "SHIPPED_DIR",
     "ZOO",
+    "ShippedModel",
+    "install_shipped",
+    "ship",
+    "shipped_models",
     "CheckpointError",
     "ZooEntry",
     "download_weights",
@@ -229,3 +236,111 @@ def resolve_model(spec: str | os.PathLike, device: str | torch.device = "cpu"):
     if isinstance(spec, str) and spec in ZOO and not Path(spec).exists():
         return load_pretrained(spec, device)
     return load_base_codec(spec, device)
+
+
+# -- shipped weights ----------------------------------------------------------------------------------
+# The quick profile's models are trained once with the suite's own trainers (`snakemake train_zoo
+# --config retrain=true`) and kept in the repository's zoo/ folder: the checkpoint files as the trainers
+# wrote them, plus zoo/zoo.json, the table below (file sha256, the exact trainer spec, provenance). The
+# workflow installs a model from here instead of training it when its config entry names it (`zoo:`),
+# after checking the file's sha256 and that the config's trainer spec is the one the file was trained
+# with: a changed spec is an error naming the fix, never shipped weights under another model's name.
+
+#: the repository's folder of shipped weights (next to the package in a clone / editable install)
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "zoo"
+_MANIFEST = "zoo.json"
+#: the parts of a config's models: entry that determine the weights
+_SPEC_KEYS = ("trainer", "params", "requires")
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    name: str
+    #: file name inside the zoo folder
+    file: str
+    sha256: str
+    #: the models: entry it was trained from (trainer, params, requires)
+    spec: dict[str, Any]
+    #: revision, device, steps, wall / CPU seconds, weights hash, ...
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def _spec(entry: dict) -> dict:
+    return {"trainer": entry.get("trainer"), "params": dict(entry.get("params") or {}),
+            "requires": list(entry.get("requires") or [])}
+
+
+def shipped_models(folder: str | os.PathLike = SHIPPED_DIR) -> dict[str, ShippedModel]:
+    """The table of shipped weights (``zoo/zoo.json``); empty when the folder has none."""
+    path = Path(folder) / _MANIFEST
+    if not path.is_file():
+        return {}
+    rows = json.loads(path.read_text())
+    return {r["name"]: ShippedModel(r["name"], r["file"], r["sha256"], r["spec"], r.get("provenance", {}))
+            for r in rows["models"]}
+
+
+def check_shipped(name: str, entry: dict, folder: str | os.PathLike = SHIPPED_DIR) -> ShippedModel:
+    """The shipped model ``name`` if it was trained from exactly ``entry``'s spec; else CheckpointError."""
+    table = shipped_models(folder)
+    if name not in table:
+        raise CheckpointError(f"no shipped weights named {name!r} in {Path(folder) / _MANIFEST} (shipped: "
+                              f"{sorted(table) or 'none'}); remove `zoo:` from the model, or set retrain: true")
+    shipped, wanted = table[name], _spec(entry)
+    if _spec(shipped.spec) != wanted:
+        diff = {k: (shipped.spec.get(k), wanted[k]) for k in _SPEC_KEYS if _spec(shipped.spec)[k] != wanted[k]}
+        raise CheckpointError(f"the shipped weights {name!r} were trained with another spec than the config's "
+                              f"(shipped vs config: {diff}); restore the params, or set retrain: true to train "
+                              "every model with the config's params")
+    return shipped
+
+
+def install_shipped(name: str, entry: dict, out: str | os.PathLike,
+                    folder: str | os.PathLike = SHIPPED_DIR) -> Path:
+    """Copy the shipped weights ``name`` to ``out`` (atomically) after checking spec and sha256."""
+    shipped = check_shipped(name, entry, folder)
+    src = Path(folder) / shipped.file
+    if not src.is_file():
+        raise CheckpointError(f"{src}: the shipped weights {name!r} are missing; restore the zoo/ folder "
+                              "(git checkout zoo) or set retrain: true")
+    digest = sha256_file(src)
+    if digest != shipped.sha256:
+        raise CheckpointError(f"{src}: sha256 {digest} differs from zoo.json's {shipped.sha256}: the file is "
+                              "damaged or was replaced; restore it (git checkout zoo) or set retrain: true")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def ship(models: dict[str, tuple[dict, Path, dict]], revision: str,
+         folder: str | os.PathLike = SHIPPED_DIR) -> Path:
+    """Copy trained checkpoints into the zoo folder and rewrite its table.
+
+    ``models``: name -> (config entry, checkpoint path, provenance such as wall and CPU seconds). Each
+    file's ``meta`` gives the steps, device and weights hash; ``revision`` is the code revision trained.
+    Models already shipped and not in ``models`` stay in the table."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = {n: m for n, m in shipped_models(folder).items()}
+    for name, (entry, path, extra) in models.items():
+        meta = torch.load(path, map_location="cpu", weights_only=True)["meta"]
+        dest = folder / f"{name}.pt"
+        shutil.copyfile(path, dest)
+        prov = {"revision": revision, "device": str(meta.get("device", "?")),
+                "steps": meta.get("total_steps", meta.get("steps")), "train_images": meta.get("train_images"),
+                "weights_sha256": meta.get("weights_sha256"), **extra}
+        if isinstance(prov["train_images"], list):
+            prov["train_images"] = len(prov["train_images"])
+        rows[name] = ShippedModel(name, dest.name, sha256_file(dest), _spec(entry), prov)
+    table = {"models": [{"name": m.name, "file": m.file, "sha256": m.sha256, "spec": m.spec,
+                         "provenance": m.provenance} for m in sorted(rows.values(), key=lambda m: m.name)]}
+    (folder / _MANIFEST).write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+    return folder / _MANIFEST

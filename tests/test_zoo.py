@@ -136,3 +136,47 @@ def test_weights_hash_mismatch_with_table(small_ckpt, server, tmp_path, monkeypa
     monkeypatch.setitem(zoo.ZOO, "test-model", _entry(f"{base}/m.pth", sha, "f" * 64))
     with pytest.raises(CheckpointError, match="differs from the table"):
         zoo.load_pretrained("test-model", progress=False)
+
+
+# -- shipped weights (zoo/, installed by the workflow instead of training) -----------------------------
+SPEC = {"trainer": "cgdm.train:train_base", "params": {"N": 8, "M": 8, "steps": 3}, "threads": 1, "zoo": "tiny"}
+
+
+@pytest.fixture
+def shipped(small_ckpt, tmp_path):
+    folder = tmp_path / "zoo"
+    zoo.ship({"tiny": (SPEC, small_ckpt[0], {"wall_s": 1.5})}, "abc123", folder)
+    return folder
+
+
+def test_ship_then_install_copies_the_exact_file(small_ckpt, shipped, tmp_path):
+    entry = zoo.shipped_models(shipped)["tiny"]
+    assert entry.sha256 == zoo.sha256_file(small_ckpt[0])
+    assert entry.provenance["revision"] == "abc123" and entry.provenance["wall_s"] == 1.5
+    assert entry.provenance["weights_sha256"] == small_ckpt[1] and entry.provenance["steps"] == 3
+    # threads and the zoo name itself do not change the weights: not part of the checked spec
+    out = zoo.install_shipped("tiny", {**SPEC, "threads": 2}, tmp_path / "models" / "m.pt", shipped)
+    assert out.read_bytes() == small_ckpt[0].read_bytes()
+    assert load_checkpoint(out)["meta"]["weights_sha256"] == small_ckpt[1]
+
+
+def test_install_refuses_other_params_naming_the_fix(shipped, tmp_path):
+    other = {**SPEC, "params": {**SPEC["params"], "steps": 4}}
+    with pytest.raises(CheckpointError, match="trained with another spec.*retrain: true"):
+        zoo.install_shipped("tiny", other, tmp_path / "m.pt", shipped)
+    with pytest.raises(CheckpointError, match="no shipped weights named 'nope'"):
+        zoo.install_shipped("nope", SPEC, tmp_path / "m.pt", shipped)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_install_refuses_a_replaced_file(shipped, tmp_path):
+    f = shipped / "tiny.pt"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256 .* differs from zoo.json"):
+        zoo.install_shipped("tiny", SPEC, tmp_path / "m.pt", shipped)
+    f.unlink()
+    with pytest.raises(CheckpointError, match="missing"):
+        zoo.install_shipped("tiny", SPEC, tmp_path / "m.pt", shipped)
+    assert not (tmp_path / "m.pt").exists()

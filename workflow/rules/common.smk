@@ -38,6 +38,31 @@ for _name, _entry in MODELS.items():
     for _req in _entry.get("requires", []):
         if _req not in MODELS:
             _config_error(f"model {_name!r} requires {_req!r}, which is not in models:")
+
+# Shipped weights (zoo/, cgdm/zoo.py): a model with `zoo:` is installed from the repository, unless
+# `retrain: true`. Checked here, before any job runs: the weights must have been trained from this very
+# entry, and a model installed from the zoo may only build on models installed from the zoo (a decoder
+# trained on the shipped base is meaningless on a retrained one).
+RETRAIN = bool(config.get("retrain", False))
+
+
+def shipped(model):
+    """Name of the shipped weights the workflow installs for `model`, or None when it trains it."""
+    return None if RETRAIN else MODELS[model].get("zoo")
+
+
+from cgdm.zoo import CheckpointError, SHIPPED_DIR, check_shipped
+
+for _name, _entry in MODELS.items():
+    if shipped(_name):
+        try:
+            check_shipped(shipped(_name), _entry)
+        except CheckpointError as exc:
+            _config_error(f"models.{_name}: {exc}")
+        for _req in _entry.get("requires", []):
+            if not shipped(_req):
+                _config_error(f"model {_name!r} is installed from the zoo but {_req!r}, which it requires, is "
+                              "trained here; give both `zoo:` names or set retrain: true")
 if ABLATIONS and ABLATIONS.get("full") not in CODECS:
     _config_error(f"ablations.full = {ABLATIONS.get('full')!r} is not a codec in codecs:")
 _anchor = config.get("report", {}).get("anchor")
@@ -199,6 +224,12 @@ def rates(codec):
 
 def model_path(model):
     return f"resources/models/{model}.pt"
+
+
+def zoo_files(model):
+    """The shipped weights file `model` is installed from (an input: a changed file reinstalls it)."""
+    name = shipped(model)
+    return [str(SHIPPED_DIR / check_shipped(name, MODELS[model]).file)] if name else []
 
 
 def codec_models(codec):

@@ -1,20 +1,23 @@
-# Training of every model named in the config's models: table (CGDM stages, small baselines).
+# Every model named in the config's models: table (CGDM stages, small baselines): installed from the
+# shipped zoo/ when the entry names one (`zoo:`), else trained (`retrain: true` trains them all).
 
 
 rule train_model:
     input:
         unpack(lambda wc: {r: model_path(r) for r in MODELS[wc.model].get("requires", [])}),
-        unpack(lambda wc: train_inputs()),
+        unpack(lambda wc: {} if shipped(wc.model) else train_inputs()),
         # the CGDM decoder trains with an LPIPS loss when the LPIPS weights are there (common.smk)
-        state=lambda wc: metric_state_files(trainer_metrics(MODELS[wc.model])),
+        state=lambda wc: [] if shipped(wc.model) else metric_state_files(trainer_metrics(MODELS[wc.model])),
+        zoo=lambda wc: zoo_files(wc.model),
     output:
         "resources/models/{model}.pt",
     params:
         spec=lambda wc: json.dumps(MODELS[wc.model]),
         train_dir=train_dir(),
         requires=lambda wc, input: " ".join(
-            f"--require {k}={v}" for k, v in input.items() if k not in ("train_data", "state")
+            f"--require {k}={v}" for k, v in input.items() if k not in ("train_data", "state", "zoo")
         ),
+        zoo=lambda wc: f"--zoo {shipped(wc.model)}" if shipped(wc.model) else "",
         device=device(),
     threads: lambda wc: MODELS[wc.model].get("threads", 2)
     resources:
@@ -27,4 +30,24 @@ rule train_model:
         "results/benchmarks/train/{model}.tsv"
     shell:
         "cgdm train-model --name {wildcards.model} --spec {params.spec:q} --train-dir {params.train_dir}"
-        " --out {output} {params.requires} --device {params.device} --threads {threads} > {log} 2>&1"
+        " --out {output} {params.requires} {params.zoo} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+# Re-trains every model that has shipped weights (needs retrain: true) and rewrites zoo/: the files and
+# zoo/zoo.json with their sha256 and provenance. `snakemake train_zoo --config retrain=true`
+rule train_zoo:
+    input:
+        models=[model_path(m) for m, e in MODELS.items() if e.get("zoo")],
+        benchmarks=[f"results/benchmarks/train/{m}.tsv" for m, e in MODELS.items() if e.get("zoo")],
+    output:
+        touch("resources/zoo.shipped"),
+    params:
+        models=" ".join(m for m, e in MODELS.items() if e.get("zoo")),
+        retrain="--retrained" if RETRAIN else "",
+        config=lambda wc: json.dumps({m: e for m, e in MODELS.items() if e.get("zoo")}),
+    conda:
+        CONDA_ENV
+    log:
+        "logs/train/train_zoo.log",
+    shell:
+        "cgdm zoo-ship {params.retrain} --models {params.config:q} {params.models} > {log} 2>&1"
