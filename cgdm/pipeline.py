@@ -182,13 +182,16 @@ def zoo_ship_main(argv: list[str] | None = None) -> int:
     p.add_argument("--retrained", action="store_true", help="the models were trained by this run (retrain: true)")
     p.add_argument("--models", required=True, help="the config's models: entries to ship, as JSON")
     p.add_argument("--revision", help="code revision the models were trained at (default: this checkout's)")
-    p.add_argument("ship", nargs="+", metavar="MODEL",
+    p.add_argument("ship", nargs="*", metavar="MODEL",
                    help="config model names (resources/models/MODEL.pt, results/benchmarks/train/MODEL.tsv)")
     args = p.parse_args(argv)
     if not args.retrained:
         print("cgdm zoo-ship: train_zoo re-trains the shipped models; run `snakemake train_zoo --config "
               "retrain=true` (without it the models are the shipped ones, installed, not trained)", file=sys.stderr)
         return 2
+    if not args.ship:
+        print("cgdm zoo-ship: no model of the config names shipped weights (zoo:); nothing to ship")
+        return 0
     entries = json.loads(args.models)
     models = {}
     for name in args.ship:

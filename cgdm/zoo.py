@@ -107,20 +107,25 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` through a temporary file + rename: an interrupted job never leaves a partial file
-    (checkpoints and resumable training state alike)."""
+def _atomic_write(path: str | os.PathLike, write) -> Path:
+    """``write(tmp)`` into a temporary file next to ``path``, then rename: never a partial ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` through a temporary file + rename: an interrupted job never leaves a partial file
+    (checkpoints and resumable training state alike)."""
+    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_training_state(path: str | os.PathLike, params_hash: str, mismatch: str, map_location: Any = "cpu",
@@ -307,17 +312,7 @@ def install_shipped(name: str, entry: dict, out: str | os.PathLike,
     if digest != shipped.sha256:
         raise CheckpointError(f"{src}: sha256 {digest} differs from zoo.json's {shipped.sha256}: the file is "
                               "damaged or was replaced; restore it (git checkout zoo) or set retrain: true")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return _atomic_write(out, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def ship(models: dict[str, tuple[dict, Path, dict]], revision: str,

@@ -43,8 +43,9 @@ def snakemake(workdir, *args):
         ["--configfile", "config/paper.yaml", "--profile", "profiles/slurm"],
         # targets before --configfile, which takes several values and would swallow them
         ["ablations", "--configfile", "config/paper.yaml"],
+        ["train_zoo", "--config", "retrain=true"],
     ],
-    ids=["default", "ablations", "dp_curve", "paper_tables", "paper-slurm", "paper-ablations"],
+    ids=["default", "ablations", "dp_curve", "paper_tables", "paper-slurm", "paper-ablations", "train_zoo"],
 )
 def test_targets_resolve(args, fresh_checkout):
     res = snakemake(fresh_checkout, "-n", *args, "--quiet", "rules")
@@ -148,6 +149,33 @@ def test_default_target_does_not_train_or_run_the_ablations(target, fresh_checko
     assert "results/encoded/kodak/cgdm_no_" not in res.output
     res = snakemake(fresh_checkout, "-n", "ablations")
     assert "resources/models/cgdm_decoder_no_sff.pt" in res.output
+
+
+def _train_commands(res):
+    return [line for line in res.output.splitlines() if line.lstrip().startswith("cgdm train-model")]
+
+
+def test_quick_profile_installs_the_shipped_weights(fresh_checkout):
+    """make reproduce trains nothing: every model comes from zoo/; retrain=true trains them all."""
+    res = snakemake(fresh_checkout, "-n", "-p", "results/rd_curves.pdf", "ablations")
+    assert res.returncode == 0, res.output[-3000:]
+    cmds = _train_commands(res)
+    assert len(cmds) == 6 and all(" --zoo " in c for c in cmds), cmds
+    res = snakemake(fresh_checkout, "-n", "-p", "results/rd_curves.pdf", "ablations", "--config", "retrain=true")
+    assert res.returncode == 0, res.output[-3000:]
+    cmds = _train_commands(res)
+    assert len(cmds) == 6 and not any("--zoo" in c for c in cmds), cmds
+
+
+def test_changed_params_of_a_shipped_model_are_named(fresh_checkout):
+    res = _bad(fresh_checkout, "models:\n  cgdm_base:\n    params: {steps: 10}\n")
+    assert res.returncode != 0
+    assert "models.cgdm_base" in res.output and "trained with another spec" in res.output
+    assert "retrain: true" in res.output
+    # a decoder from the zoo on a base trained here would be meaningless: refused too
+    res = _bad(fresh_checkout, "models:\n  cgdm_base:\n    zoo: ''\n")
+    assert res.returncode != 0
+    assert "'cgdm_base', which it requires, is trained here" in res.output
 
 
 @pytest.fixture(scope="module")
