@@ -180,3 +180,21 @@ def test_install_refuses_a_replaced_file(shipped, tmp_path):
     with pytest.raises(CheckpointError, match="missing"):
         zoo.install_shipped("tiny", SPEC, tmp_path / "m.pt", shipped)
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_the_repository_ships_every_quick_profile_model():
+    """config/config.yaml installs all its models from zoo/ (make reproduce trains nothing), and each
+    shipped file is intact, small, and has its provenance."""
+    import yaml
+
+    cfg = yaml.safe_load((zoo.SHIPPED_DIR.parent / "config" / "config.yaml").read_text())
+    for name, entry in cfg["models"].items():
+        assert entry.get("zoo"), f"models.{name} has no shipped weights"
+        shipped = zoo.check_shipped(entry["zoo"], entry)
+        path = zoo.SHIPPED_DIR / shipped.file
+        assert path.stat().st_size < 20_000_000
+        assert zoo.sha256_file(path) == shipped.sha256
+        prov = shipped.provenance
+        assert {"revision", "device", "steps", "wall_s", "cpu_s", "weights_sha256"} <= set(prov), name
+        # trained on the 36 training photos only: data/val is held out
+        assert prov["train_images"] == 36, name
