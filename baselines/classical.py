@@ -30,7 +30,7 @@ VTM      VVC QP                       0 .. 63            lower
 ======== ============================ ================== ===============================
 
 BPG and VTM run external programs. When they are not installed, :meth:`Codec.check_available` raises
-:class:`~baselines.base.CodecUnavailable` whose message says how to install them (see
+:class:`~cgdm.harness.codecs.CodecUnavailable` whose message says how to install them (see
 ``baselines/README.md``); the workflow then records the codec as skipped.
 """
 
@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, features
 
-from baselines.base import Codec, CodecUnavailable
+from cgdm.harness.codecs import Codec, CodecUnavailable
 from cgdm.imageio import load_image, to_rgb8
 
 # -------------------------------------------------------------------------------------------------

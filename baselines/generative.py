@@ -1,7 +1,7 @@
 """Generative (GAN-trained) learned codecs: MS-ILLM and HiFiC.
 
 Both need pretrained weights that cannot be fetched offline; then :meth:`check_available` raises
-:class:`~baselines.base.CodecUnavailable` with the reason, the workflow records the codec as skipped, and
+:class:`~cgdm.harness.codecs.CodecUnavailable` with the reason, the workflow records the codec as skipped, and
 the published curves (``baselines/published_data/ms-illm``, ``hific``) stand in for them.
 
 * :class:`MSILLM` — Muckley et al. (ICML 2023) through ``torch.hub.load("facebookresearch/NeuralCompression",
@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from baselines.base import Codec, CodecUnavailable
 from baselines.classical import check_rgb8
+from cgdm.harness.codecs import Codec, CodecUnavailable
 
 _HEADER = struct.Struct(">BHHI")  # rate index, height, width, length of the latent string
 

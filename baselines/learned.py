@@ -45,10 +45,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines.base import Codec, CodecUnavailable
 from baselines.classical import check_rgb8
 from cgdm.crops import RandomCrops
 from cgdm.download import DownloadError, download, sha256_file, sha256_matches
+from cgdm.harness.codecs import Codec, CodecUnavailable
 from cgdm.results import config_hash
 from cgdm.training import rd_optimizers, set_lr
 from cgdm.zoo import atomic_torch_save, load_training_state

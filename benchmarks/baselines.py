@@ -22,8 +22,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from baselines.base import CodecUnavailable, make_codec  # noqa: E402
 from benchmarks._results import save  # noqa: E402
+from cgdm.harness.codecs import CodecUnavailable, make_codec  # noqa: E402
 from cgdm.imageio import list_images, load_image  # noqa: E402
 
 CLASSICAL = [

@@ -31,11 +31,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from baselines.base import write_bitstream
 from benchmarks._results import save
 from cgdm.bitstream import read_cgdm
 from cgdm.codec import estimate_bits
 from cgdm.coder import BaseCoder, image_to_tensor, tensor_to_image
+from cgdm.harness.codecs import write_bitstream
 from cgdm.imageio import list_images, load_image
 
 

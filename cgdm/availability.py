@@ -117,7 +117,7 @@ def metric_state(metric: str, hashes: HashCache | None = None, cache: str | os.P
 
 def _default(dotted: str, param: str):
     """Default of a constructor parameter of a (cheaply importable) codec class."""
-    from baselines.base import import_object
+    from cgdm.harness.codecs import import_object
 
     return inspect.signature(import_object(dotted).__init__).parameters[param].default
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from baselines.base import write_bitstream
 from cgdm.bitstream import MAX_PIXELS
+from cgdm.harness.codecs import write_bitstream
 
 __all__ = ["add_max_pixels_argument", "fail", "one_line", "write_and_report"]
 

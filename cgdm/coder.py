@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from baselines.base import Codec, CodecUnavailable
 from cgdm import __version__
 from cgdm.bitstream import (
     HEADER_SIZE,
@@ -44,6 +43,7 @@ from cgdm.bitstream import (
 )
 from cgdm.cli_util import add_max_pixels_argument, fail, one_line, write_and_report
 from cgdm.decode_checks import BASE_STREAMS, check_decode_resources, estimate_decode_bytes
+from cgdm.harness.codecs import Codec, CodecUnavailable
 from cgdm.imageio import ImageReadError, load_image, save_png
 from cgdm.tensors import image_to_tensor, tensor_to_image
 

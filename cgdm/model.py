@@ -8,7 +8,7 @@ Three objects, one concept each:
 * :class:`CGDM` (``nn.Module``): a frozen :class:`~cgdm.codec.BaseCodec` plus a :class:`CGDMDecoder`
   plus the weight-free sampler settings. ``compress(image, rate_idx) -> bytes`` and
   ``decompress(bytes) -> image`` use the ``.cgdm`` container (:mod:`cgdm.bitstream`).
-* :class:`CGDMCodec`: the suite's :class:`baselines.base.Codec` wrapper used by the workflow.
+* :class:`CGDMCodec`: the suite's :class:`cgdm.harness.codecs.Codec` wrapper used by the workflow.
 
 Ablation switches and where they act:
 
@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from baselines.base import Codec, CodecUnavailable
 from cgdm import __version__
 from cgdm import bitstream as bs
 from cgdm.boundary import Box, Tiling, sample_global, sample_independent
@@ -52,6 +51,7 @@ from cgdm.diffusion.resshift import ResShiftSampler, ResShiftSchedule
 from cgdm.diffusion.scheduler import DDIMSampler, NoiseSchedule
 from cgdm.diffusion.unet import ConditionalUNet
 from cgdm.fusion import SyntaxFeatureFusion
+from cgdm.harness.codecs import Codec, CodecUnavailable
 from cgdm.imageio import ImageReadError, load_image, save_png
 from cgdm.tensors import image_to_tensor, pad_to, tensor_to_image  # also importable from here, as before
 from cgdm.zoo import CheckpointError, load_checkpoint, resolve_model, weights_sha256

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from baselines.base import CodecUnavailable, make_codec, write_bitstream
+from cgdm.harness.codecs import CodecUnavailable, make_codec, write_bitstream
 from cgdm.imageio import list_images, load_image, save_png
 from cgdm.results import ENCODE_COLUMNS, STATUS_OK, code_revision, unavailable, write_table
 
@@ -137,7 +137,7 @@ if __name__ == "__main__":
 def train_model_main(argv: list[str] | None = None) -> int:
     """Workflow step: train one entry of the config's ``models:`` table into a checkpoint file, or
     install it from the shipped weights (``--zoo NAME``, checked against the entry's spec and sha256)."""
-    from baselines.base import import_object
+    from cgdm.harness.codecs import import_object
     from cgdm.zoo import CheckpointError, install_shipped
 
     p = argparse.ArgumentParser(prog="cgdm train-model", description=train_model_main.__doc__)

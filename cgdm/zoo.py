@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from baselines.base import CodecUnavailable
 from cgdm.download import DownloadError, download, sha256_file
+from cgdm.harness.codecs import CodecUnavailable
 
 __all__ = [
     "SHIPPED_DIR",

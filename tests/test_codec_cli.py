@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from baselines.base import CodecUnavailable, make_codec, write_bitstream
 from cgdm.bitstream import read_cgdm
 from cgdm.cli import main as cli
 from cgdm.codec import ARCH, BaseCodec
 from cgdm.coder import BaseCoder
+from cgdm.harness.codecs import CodecUnavailable, make_codec, write_bitstream
 from cgdm.imageio import load_image
 from cgdm.zoo import save_checkpoint
 

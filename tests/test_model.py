@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.base import CodecUnavailable, make_codec
 from cgdm import bitstream as bs
+from cgdm.harness.codecs import CodecUnavailable, make_codec
 from cgdm.model import (
     CGDM,
     CGDMCodec,

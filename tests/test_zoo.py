@@ -7,9 +7,9 @@ import hashlib
 import pytest
 import torch
 
-from baselines.base import CodecUnavailable
 from cgdm import zoo
 from cgdm.codec import ARCH, BaseCodec
+from cgdm.harness.codecs import CodecUnavailable
 from cgdm.zoo import (
     CheckpointError,
     ZooEntry,

@@ -100,8 +100,8 @@ def reference_point(enc: pd.DataFrame, image: str, target_bpp: float, reference:
 def _is_classical(entry: dict | None) -> bool:
     if not entry:
         return False
-    from baselines.base import import_object
     from baselines.classical import ClassicalCodec
+    from cgdm.harness.codecs import import_object
 
     cls = import_object(entry["class"])
     return isinstance(cls, type) and issubclass(cls, ClassicalCodec)
@@ -114,7 +114,7 @@ def _within(bpp: float, target: float, tolerance: float) -> bool:
 def _rate_matched(name: str, entry: dict, original: np.ndarray, target: float, tolerance: float,
                   label: str, tmp: Path) -> Panel:
     """Encode ``original`` with the classical codec of ``entry`` at the setting closest to ``target``."""
-    from baselines.base import CodecUnavailable, make_codec, write_bitstream
+    from cgdm.harness.codecs import CodecUnavailable, make_codec, write_bitstream
 
     codec = make_codec(name, entry)
     try:

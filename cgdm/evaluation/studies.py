@@ -113,9 +113,9 @@ def check_settings(settings: list[dict]) -> list[dict]:
 def redecode(encode: pd.DataFrame, settings: list[dict], codec, out_dir: Path, study: str,
              config_hash: str = "", progress: bool = True) -> pd.DataFrame:
     """Decode every encoded image of ``encode`` under every setting (see the module docstring) ->
-    rows with :data:`DECODE_COLUMNS`. ``codec``: the :class:`baselines.base.Codec` that wrote the files,
+    rows with :data:`DECODE_COLUMNS`. ``codec``: the :class:`cgdm.harness.codecs.Codec` that wrote the files,
     or None when it is unavailable (rows then keep the encode rows' status)."""
-    from baselines.base import write_bitstream
+    from cgdm.harness.codecs import write_bitstream
     from cgdm.imageio import save_png
     from cgdm.redecode import override_decoder_options
 
@@ -483,7 +483,7 @@ def dp_points(df: pd.DataFrame, variants: dict[str, str], base: str | None = Non
 # command line
 # ---------------------------------------------------------------------------------------------------
 def _decode_main(args) -> int:
-    from baselines.base import CodecUnavailable, make_codec
+    from cgdm.harness.codecs import CodecUnavailable, make_codec
     from cgdm.pipeline import resolve_device
 
     if args.threads:

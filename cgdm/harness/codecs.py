@@ -108,5 +108,5 @@ def make_codec(name: str, entry: dict, model_paths: dict[str, str] | None = None
     """Build the codec of one config entry. ``model_paths`` maps the entry's model roles to files."""
     cls = import_object(entry["class"])
     if not (isinstance(cls, type) and issubclass(cls, Codec)):
-        raise TypeError(f"codec {name!r}: {entry['class']} is not a baselines.base.Codec subclass")
+        raise TypeError(f"codec {name!r}: {entry['class']} is not a cgdm.harness.codecs.Codec subclass")
     return cls(name, models=model_paths, device=device, **entry.get("params", {}))
