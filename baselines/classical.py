@@ -123,6 +123,8 @@ class ClassicalCodec(Codec):
     #: False for codecs whose size is not monotone in the quality parameter at fine steps (JPEG XL):
     #: bpp matching then also tries the two levels just outside the bisection's final bracket
     monotone_sizes: ClassVar[bool] = True
+    #: bpp matching (:meth:`match_bpp`) lets the report's crops rate-match every classical codec
+    rate_matchable: ClassVar[bool] = True
 
     def __init__(self, name: str, models=None, device: str = "cpu", rate_mode: str = "quality",
                  match: str = "closest", **params: Any):

@@ -20,7 +20,7 @@ MS-ILLM therefore report FID/KID on CLIC2020 and DIV2K only. Use Kodak FID/KID t
 not to rank codecs; KID is unbiased and the better of the two on small sets.
 
 The Inception file is never downloaded here (clean-fid would fetch it into /tmp): it must be in the
-weights cache (:mod:`cgdm.evaluation.weights`), otherwise the rows say ``unavailable``. ``swd`` needs no
+weights cache (:mod:`cgdm.weights`), otherwise the rows say ``unavailable``. ``swd`` needs no
 weights: offline it is the realism measure that is always there; it writes the rows ``swd``,
 ``swd_ci_low``, ``swd_ci_high`` and ``swd_l<k>`` per pyramid level (see :mod:`cgdm.evaluation.realism`).
 
@@ -43,8 +43,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cgdm import weights as W
 from cgdm.evaluation import DATASET_IMAGE, realism
-from cgdm.evaluation import weights as W
 from cgdm.evaluation.tidy import read_encode_table, set_row, to_frame
 from cgdm.imageio import atomic_write_bytes, load_image
 from cgdm.results import STATUS_OK, unavailable, write_table

@@ -10,8 +10,8 @@ ms_ssim    pyiqa's MS-SSIM on RGB (pyiqa's default is luma only), data range 255
            (:class:`MSSSIM`); matches ``pytorch_msssim.ms_ssim`` (CompressAI's ``ms-ssim-rgb``) and
            pyiqa's float64 module to better than 1e-5. Needs at least 161 px per side (5 scales, 11-tap
            window); smaller images get ``unavailable`` rows.
-lpips      pyiqa ``lpips`` (AlexNet, v0.1), weights from :mod:`cgdm.evaluation.weights`.
-dists      pyiqa ``dists`` (VGG16), weights from :mod:`cgdm.evaluation.weights`.
+lpips      pyiqa ``lpips`` (AlexNet, v0.1), weights from :mod:`cgdm.weights`.
+dists      pyiqa ``dists`` (VGG16), weights from :mod:`cgdm.weights`.
 nlpd       pyiqa ``nlpd`` (normalised Laplacian pyramid distance, Laparra et al. 2016; luma), lower is
            better. No weights: its filters are fixed, so it is there offline.
 gmsd       pyiqa ``gmsd`` (gradient magnitude similarity deviation, Xue et al. 2014; luma), lower is better.
@@ -36,20 +36,19 @@ CLI (a workflow step)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cgdm.evaluation import weights as W
+from cgdm import weights as W
 from cgdm.evaluation.tidy import read_encode_table, tidy_rows, to_frame
 from cgdm.imageio import load_image
 from cgdm.results import STATUS_OK, unavailable, write_table
+from cgdm.weights import DownloadBlocked, no_downloads, torch_home  # also importable from here, as before
 
 DEFAULT_METRICS = ["psnr", "ms_ssim", "lpips", "dists"]
 
@@ -65,62 +64,6 @@ PRETRAINED_FILE = {"lpips": "lpips_alex_v0.1", "dists": "dists"}
 
 #: smallest side MS-SSIM accepts: 5 scales (4 halvings) of an 11-tap valid filter
 MS_SSIM_MIN_SIDE = 161
-
-
-class DownloadBlocked(RuntimeError):
-    """A metric tried to download a file while downloads are blocked."""
-
-    def __init__(self, url: str, dst: str | None = None):
-        self.url, self.dst = url, dst
-        where = f" to {dst}" if dst else ""
-        super().__init__(f"would download {url}{where}")
-
-
-@contextlib.contextmanager
-def no_downloads():
-    """Make every download path pyiqa / torchvision / clip use raise :class:`DownloadBlocked` at once.
-
-    Offline machines must never hang on a download, and a metric must never silently fall back to
-    random weights; the missing file becomes an ``unavailable`` row instead.
-    """
-    import torch.hub
-
-    def blocked_download(url, dst=None, *args, **kwargs):
-        raise DownloadBlocked(str(url), str(dst) if dst else None)
-
-    def blocked_urlopen(url, *args, **kwargs):
-        raise DownloadBlocked(getattr(url, "full_url", str(url)))
-
-    patches = [mock.patch.object(torch.hub, "download_url_to_file", blocked_download),
-               mock.patch("urllib.request.urlopen", blocked_urlopen),
-               mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})]
-    try:
-        import pyiqa.utils.download_util as du
-
-        patches.append(mock.patch.object(du, "download_url_to_file", blocked_download))
-    except ImportError:  # pragma: no cover - pyiqa is a dependency
-        pass
-    with contextlib.ExitStack() as stack:
-        for p in patches:
-            stack.enter_context(p)
-        yield
-
-
-@contextlib.contextmanager
-def torch_home(cache: Path):
-    """Point torch hub (torchvision backbones) and pyiqa's cache at ``cache`` while metrics are built."""
-    patches = [mock.patch.dict(os.environ, {"TORCH_HOME": str(cache)})]
-    try:
-        import pyiqa.utils.download_util as du
-
-        # pyiqa computes its cache folder at import time; follow the cache we were given instead.
-        patches.append(mock.patch.object(du, "DEFAULT_CACHE_DIR", str(cache / "hub" / "pyiqa")))
-    except ImportError:  # pragma: no cover
-        pass
-    with contextlib.ExitStack() as stack:
-        for p in patches:
-            stack.enter_context(p)
-        yield
 
 
 class MSSSIM:
