@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import PIL
 from PIL import Image, features
 
 from cgdm.harness.codecs import Codec, CodecUnavailable
@@ -234,8 +235,6 @@ class PillowCodec(ClassicalCodec):
 
     @property
     def version(self) -> str:
-        import PIL
-
         return f"Pillow {PIL.__version__}, {self.library} {features.version(self.pillow_feature) or 'unknown'}"
 
 
@@ -329,7 +328,7 @@ class AVIF(PillowCodec):
     @property
     def version(self) -> str:
         try:
-            from PIL import _avif
+            from PIL import _avif  # lazy: optional codec library, checked when used
 
             return f"{super().version} ({_avif.codec_versions()})"   # the AV1 encoder(s) inside libavif
         except ImportError:
@@ -416,7 +415,7 @@ class HEIC(LibraryCodec):
     @staticmethod
     def _lib():
         try:
-            import pillow_heif
+            import pillow_heif  # lazy: optional codec library, checked when used
         except ImportError as exc:
             raise CodecUnavailable(f"HEIC: pillow-heif is not installed ({exc}); {_HEIF_INSTALL}") from exc
         return pillow_heif
@@ -474,7 +473,7 @@ class JPEGXL(LibraryCodec):
     @staticmethod
     def _lib():
         try:
-            import imagecodecs
+            import imagecodecs  # lazy: optional codec library, checked when used
         except ImportError as exc:
             raise CodecUnavailable(f"JPEG XL: imagecodecs is not installed ({exc}); {_JXL_INSTALL}") from exc
         if not imagecodecs.JPEGXL.available:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import struct
 import sys
 import tempfile
@@ -193,8 +194,6 @@ class HiFiC(Codec):
             if rate not in self.checkpoints or not self.checkpoints[rate].is_file():
                 raise CodecUnavailable(f"{self.name}: no checkpoint for rate {rate!r}. {self.INSTALL}")
             utils, _, cfg = self._port()
-            import logging
-
             args, net, _ = utils.load_model(str(self.checkpoints[rate]), logging.getLogger(self.name),
                                             torch.device(self.device), model_mode=cfg.ModelModes.EVALUATION,
                                             current_args_d=None, prediction=True, strict=False, silent=True)

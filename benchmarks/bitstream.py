@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model_spec = args.model
     if args.train_steps is not None:
-        from cgdm.train import train_base
+        from cgdm.train import train_base  # lazy: the trainer imports torch
 
         model_spec = train_base({"steps": args.train_steps, "threads": args.threads}, list_images("data/train"),
                                 args.train_out, device=args.device)

@@ -76,7 +76,7 @@ class MSSSIM:
     """
 
     def __init__(self, device: str = "cpu"):
-        from pyiqa.archs.func_util import preprocess_rgb
+        from pyiqa.archs.func_util import preprocess_rgb  # lazy: pyiqa is slow to import (torch)
         from pyiqa.archs.ssim_arch import ms_ssim
 
         self._preprocess, self._ms_ssim, self.device = preprocess_rgb, ms_ssim, device
@@ -89,27 +89,27 @@ class MSSSIM:
 
 def resolve_device(device: str) -> str:
     if device == "auto":
-        import torch
+        import torch  # lazy: torch takes seconds to import; only this path needs it
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 
 
 def known_metrics() -> list[str]:
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS  # lazy: pyiqa is slow to import (torch)
 
     return sorted(DEFAULT_CONFIGS)
 
 
 def lower_better(metric: str) -> bool:
     """pyiqa's ``lower_better`` flag of a metric (without building it)."""
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS  # lazy: pyiqa is slow to import (torch)
 
     return bool(DEFAULT_CONFIGS[metric].get("lower_better", False))
 
 
 def metric_mode(metric: str) -> str:
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS  # lazy: pyiqa is slow to import (torch)
 
     return DEFAULT_CONFIGS[metric].get("metric_mode", "FR")
 
@@ -118,7 +118,7 @@ class ImageMetrics:
     """The metric objects of one job. ``unavailable`` maps metric -> reason for those that cannot run."""
 
     def __init__(self, names: list[str], device: str = "cpu", cache: str | os.PathLike | None = None):
-        import pyiqa
+        import pyiqa  # lazy: pyiqa is slow to import (torch)
 
         unknown = [n for n in names if n not in known_metrics()]
         if unknown:
@@ -151,7 +151,7 @@ class ImageMetrics:
 
     def __call__(self, reconstruction: np.ndarray, original: np.ndarray) -> dict[str, tuple[float, str]]:
         """metric -> (value, status) for one image pair (uint8 H x W x 3 each)."""
-        import torch
+        import torch  # lazy: torch takes seconds to import; only this path needs it
 
         if reconstruction.shape != original.shape:
             raise ValueError(f"reconstruction shape {reconstruction.shape} != original shape {original.shape}")
@@ -172,7 +172,7 @@ class ImageMetrics:
 
 
 def _to_tensor(image: np.ndarray, device: str):
-    import torch
+    import torch  # lazy: torch takes seconds to import; only this path needs it
 
     # 8-bit values scaled to [0, 1]: PSNR's peak 1.0 is 255 in 8-bit units.
     return torch.tensor(image).permute(2, 0, 1)[None].float().div(255.0).to(device)
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if not names:
         p.error("--metrics is empty")
     if args.threads:
-        import torch
+        import torch  # lazy: torch takes seconds to import; only this path needs it
 
         torch.set_num_threads(args.threads)
     encode = read_encode_table(args.encode_csv)
