@@ -2,9 +2,9 @@
 
 Base-codec files are handled here (:class:`cgdm.coder.BaseCoder`); ``cgdm compress`` with ``--decoder``
 and ``cgdm decompress`` of a file with model id ``cgdm`` hand their arguments to :mod:`cgdm.cli_cgdm`
-(full CGDM). torch is imported inside the functions that need it (here, in :mod:`cgdm.coder`, and in
-:mod:`cgdm.zoo`, which imports it at the top): ``cgdm info`` and every refusal from the header alone
-answer without loading torch.
+(full CGDM). torch is loaded only by the functions that need it (:mod:`cgdm.coder` imports it inside
+them; :mod:`cgdm.zoo` and :mod:`cgdm.cli_cgdm`, which import it at the top, are imported here only when
+needed): ``cgdm info`` and every refusal from the header alone answer without loading torch.
 """
 
 from __future__ import annotations

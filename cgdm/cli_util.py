@@ -1,5 +1,5 @@
 """Pieces shared by the ``cgdm compress`` / ``cgdm decompress`` command lines of the base codec
-(:mod:`cgdm.coder`) and of full CGDM (:mod:`cgdm.model`): the one-line error exit, ``--max-pixels``,
+(:mod:`cgdm.cli_codec`) and of full CGDM (:mod:`cgdm.cli_cgdm`): the one-line error exit, ``--max-pixels``,
 the size report after writing a file. Imports nothing heavy (``cgdm info`` must not load torch).
 """
 
