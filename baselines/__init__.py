@@ -1,1 +1,1 @@
-"""Every codec the suite compares, behind the one interface in :mod:`baselines.base`."""
+"""Every codec the suite compares, behind the one interface in :mod:`cgdm.harness.codecs`."""

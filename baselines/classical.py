@@ -30,7 +30,7 @@ VTM      VVC QP                       0 .. 63            lower
 ======== ============================ ================== ===============================
 
 BPG and VTM run external programs. When they are not installed, :meth:`Codec.check_available` raises
-:class:`~baselines.base.CodecUnavailable` whose message says how to install them (see
+:class:`~cgdm.harness.codecs.CodecUnavailable` whose message says how to install them (see
 ``baselines/README.md``); the workflow then records the codec as skipped.
 """
 
@@ -50,9 +50,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import PIL
 from PIL import Image, features
 
-from baselines.base import Codec, CodecUnavailable
+from cgdm.harness.codecs import Codec, CodecUnavailable
 from cgdm.imageio import load_image, to_rgb8
 
 # -------------------------------------------------------------------------------------------------
@@ -123,6 +124,8 @@ class ClassicalCodec(Codec):
     #: False for codecs whose size is not monotone in the quality parameter at fine steps (JPEG XL):
     #: bpp matching then also tries the two levels just outside the bisection's final bracket
     monotone_sizes: ClassVar[bool] = True
+    #: bpp matching (:meth:`match_bpp`) lets the report's crops rate-match every classical codec
+    rate_matchable: ClassVar[bool] = True
 
     def __init__(self, name: str, models=None, device: str = "cpu", rate_mode: str = "quality",
                  match: str = "closest", **params: Any):
@@ -232,8 +235,6 @@ class PillowCodec(ClassicalCodec):
 
     @property
     def version(self) -> str:
-        import PIL
-
         return f"Pillow {PIL.__version__}, {self.library} {features.version(self.pillow_feature) or 'unknown'}"
 
 
@@ -327,7 +328,7 @@ class AVIF(PillowCodec):
     @property
     def version(self) -> str:
         try:
-            from PIL import _avif
+            from PIL import _avif  # lazy: optional codec library, checked when used
 
             return f"{super().version} ({_avif.codec_versions()})"   # the AV1 encoder(s) inside libavif
         except ImportError:
@@ -414,7 +415,7 @@ class HEIC(LibraryCodec):
     @staticmethod
     def _lib():
         try:
-            import pillow_heif
+            import pillow_heif  # lazy: optional codec library, checked when used
         except ImportError as exc:
             raise CodecUnavailable(f"HEIC: pillow-heif is not installed ({exc}); {_HEIF_INSTALL}") from exc
         return pillow_heif
@@ -472,7 +473,7 @@ class JPEGXL(LibraryCodec):
     @staticmethod
     def _lib():
         try:
-            import imagecodecs
+            import imagecodecs  # lazy: optional codec library, checked when used
         except ImportError as exc:
             raise CodecUnavailable(f"JPEG XL: imagecodecs is not installed ({exc}); {_JXL_INSTALL}") from exc
         if not imagecodecs.JPEGXL.available:

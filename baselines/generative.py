@@ -1,7 +1,7 @@
 """Generative (GAN-trained) learned codecs: MS-ILLM and HiFiC.
 
 Both need pretrained weights that cannot be fetched offline; then :meth:`check_available` raises
-:class:`~baselines.base.CodecUnavailable` with the reason, the workflow records the codec as skipped, and
+:class:`~cgdm.harness.codecs.CodecUnavailable` with the reason, the workflow records the codec as skipped, and
 the published curves (``baselines/published_data/ms-illm``, ``hific``) stand in for them.
 
 * :class:`MSILLM` — Muckley et al. (ICML 2023) through ``torch.hub.load("facebookresearch/NeuralCompression",
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import struct
 import sys
 import tempfile
@@ -30,8 +31,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from baselines.base import Codec, CodecUnavailable
 from baselines.classical import check_rgb8
+from cgdm.harness.codecs import Codec, CodecUnavailable
 
 _HEADER = struct.Struct(">BHHI")  # rate index, height, width, length of the latent string
 
@@ -193,8 +194,6 @@ class HiFiC(Codec):
             if rate not in self.checkpoints or not self.checkpoints[rate].is_file():
                 raise CodecUnavailable(f"{self.name}: no checkpoint for rate {rate!r}. {self.INSTALL}")
             utils, _, cfg = self._port()
-            import logging
-
             args, net, _ = utils.load_model(str(self.checkpoints[rate]), logging.getLogger(self.name),
                                             torch.device(self.device), model_mode=cfg.ModelModes.EVALUATION,
                                             current_args_d=None, prediction=True, strict=False, silent=True)

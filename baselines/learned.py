@@ -44,11 +44,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
-from baselines.base import Codec, CodecUnavailable
 from baselines.classical import check_rgb8
 from cgdm.crops import RandomCrops
 from cgdm.download import DownloadError, download, sha256_file, sha256_matches
+from cgdm.harness.codecs import Codec, CodecUnavailable
+from cgdm.imageio import list_images
 from cgdm.results import config_hash
 from cgdm.training import rd_optimizers, set_lr
 from cgdm.zoo import atomic_torch_save, load_training_state
@@ -76,7 +78,7 @@ def build_model(arch: str, N: int, M: int | None = None) -> torch.nn.Module:
     """A randomly initialised CompressAI model of one architecture (``cheng2020-*`` take only N)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    import compressai.models
+    import compressai.models  # lazy: CompressAI is slow to import (seconds)
 
     cls = getattr(compressai.models, ARCHITECTURES[arch])
     if arch.startswith("cheng2020") or M is None:
@@ -163,7 +165,7 @@ class CompressAICodec(Codec):
 
     @property
     def version(self) -> str:
-        import compressai
+        import compressai  # lazy: CompressAI is slow to import (seconds)
 
         return f"compressai {compressai.__version__}, torch {torch.__version__}"
 
@@ -276,7 +278,7 @@ class CompressAIZoo(CompressAICodec):
                  qualities: list[int] | None = None, cache_dir: str | None = None, base_url: str | None = None,
                  sha256: dict | None = None, timeout: float = 60.0, **params):
         super().__init__(name, models=models, device=device, **params)
-        from compressai.zoo import image as zoo
+        from compressai.zoo import image as zoo  # lazy: CompressAI is slow to import (seconds)
 
         if arch not in zoo.model_urls:
             raise ValueError(f"codec {name!r}: no pretrained CompressAI weights for arch {arch!r}; "
@@ -351,7 +353,7 @@ class CompressAIZoo(CompressAICodec):
         if quality not in self._loaded:
             if quality not in self.urls:
                 raise ValueError(f"codec {self.name!r}: quality {quality} not in {sorted(self.urls)}")
-            import compressai.models
+            import compressai.models  # lazy: CompressAI is slow to import (seconds)
             from compressai.zoo.pretrained import load_pretrained
 
             state = torch.load(self.fetch(quality), map_location="cpu", weights_only=True)
@@ -416,8 +418,7 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
     started again with the same params continues where it stopped. ``on_step(step)`` is called after each
     step (tests use it to simulate a kill). Written atomically; returns the checkpoint's ``meta``.
     """
-    from compressai.losses import RateDistortionLoss
-    from tqdm.auto import tqdm
+    from compressai.losses import RateDistortionLoss  # lazy: CompressAI is slow to import (seconds)
 
     unknown = set(params) - set(TRAIN_DEFAULTS)
     if unknown:
@@ -507,7 +508,7 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
         resume = None
         save_state(i + 1, 0, opt, aux_opt, elapsed)  # this λ done: a kill from here on restarts at the next one
 
-    import compressai
+    import compressai  # lazy: CompressAI is slow to import (seconds)
 
     meta = {
         "arch": p["architecture"], "N": int(p["N"]), "M": int(p["M"]), "lambdas": lambdas,
@@ -525,8 +526,6 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     """Train a small CompressAI model from the command line (the workflow calls :func:`train`)."""
-    from cgdm.imageio import list_images
-
     ap = argparse.ArgumentParser(prog="python -m baselines.learned", description=main.__doc__)
     ap.add_argument("--architecture", default=TRAIN_DEFAULTS["architecture"], choices=sorted(ARCHITECTURES))
     ap.add_argument("--images", required=True, help="folder of training images")

@@ -22,8 +22,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from baselines.base import CodecUnavailable, make_codec  # noqa: E402
 from benchmarks._results import save  # noqa: E402
+from cgdm.harness.codecs import CodecUnavailable, make_codec  # noqa: E402
 from cgdm.imageio import list_images, load_image  # noqa: E402
 
 CLASSICAL = [
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown codecs {sorted(unknown)}; choose from {[c[0] for c in CLASSICAL]}")
 
-    import torch
+    import torch  # lazy: torch takes seconds to import; only this path needs it
 
     torch.set_num_threads(args.threads)
     paths = list_images(args.kodak)[: args.images]
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.codecs is None or name in args.codecs:
             rows += bench(name, {"class": cls, "params": params}, rates, images)
     for ckpt in args.checkpoint:
-        from baselines.learned import load_checkpoint
+        from baselines.learned import load_checkpoint  # lazy: baselines.learned imports torch
 
         meta = load_checkpoint(ckpt)["meta"]
         rows += bench(f"{meta['arch']}-trained", {"class": "baselines.learned.CompressAITrained"},

@@ -31,11 +31,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from baselines.base import write_bitstream
 from benchmarks._results import save
 from cgdm.bitstream import read_cgdm
 from cgdm.codec import estimate_bits
 from cgdm.coder import BaseCoder, image_to_tensor, tensor_to_image
+from cgdm.harness.codecs import write_bitstream
 from cgdm.imageio import list_images, load_image
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model_spec = args.model
     if args.train_steps is not None:
-        from cgdm.train import train_base
+        from cgdm.train import train_base  # lazy: the trainer imports torch
 
         model_spec = train_base({"steps": args.train_steps, "threads": args.threads}, list_images("data/train"),
                                 args.train_out, device=args.device)

@@ -26,9 +26,9 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from baselines.base import CodecUnavailable, make_codec  # noqa: E402
 from baselines.published import load_published, published_twin_diff  # noqa: E402
 from benchmarks._results import save  # noqa: E402
+from cgdm.harness.codecs import CodecUnavailable, make_codec  # noqa: E402
 from cgdm.imageio import list_images, load_image  # noqa: E402
 
 BPG_PUBLISHED = "compressai/kodak/bpg_444_x265_ycbcr.json"

@@ -26,10 +26,10 @@ from tqdm.auto import tqdm
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from baselines.base import make_codec  # noqa: E402
 from baselines.published import load_published  # noqa: E402
 from benchmarks._results import save  # noqa: E402
 from cgdm.evaluation.bdrate import BDRateError, bd_rate  # noqa: E402
+from cgdm.harness.codecs import make_codec  # noqa: E402
 from cgdm.imageio import list_images, load_image  # noqa: E402
 from cgdm.zoo import install_shipped  # noqa: E402
 

@@ -26,7 +26,9 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from cgdm import weights as W
 from cgdm.download import sha256_file
+from cgdm.harness.codecs import import_object
 from cgdm.imageio import atomic_write_bytes
 
 STATE_DIR = "resources/state"
@@ -94,11 +96,9 @@ def _describe(files: dict[str, Path | None], hashes: HashCache) -> dict[str, str
 def metric_state(metric: str, hashes: HashCache | None = None, cache: str | os.PathLike | None = None) -> dict | None:
     """State of a metric's weight files, or None when the metric needs none (PSNR, MS-SSIM, ...).
 
-    Mirrors :func:`cgdm.evaluation.weights.status`: available when every file is present and has the
+    Mirrors :func:`cgdm.weights.status`: available when every file is present and has the
     sha256 of the weights table.
     """
-    from cgdm.evaluation import weights as W
-
     keys = W.METRIC_WEIGHTS.get(metric, ())
     if not keys:
         return None
@@ -117,8 +117,6 @@ def metric_state(metric: str, hashes: HashCache | None = None, cache: str | os.P
 
 def _default(dotted: str, param: str):
     """Default of a constructor parameter of a (cheaply importable) codec class."""
-    from baselines.base import import_object
-
     return inspect.signature(import_object(dotted).__init__).parameters[param].default
 
 

@@ -9,9 +9,9 @@ import importlib
 import sys
 
 COMMANDS = {
-    "compress": ("cgdm.coder", "compress_main", "encode an image to a .cgdm file"),
-    "decompress": ("cgdm.coder", "decompress_main", "decode a .cgdm file to PNG"),
-    "info": ("cgdm.coder", "info_main", "print the header of a .cgdm file"),
+    "compress": ("cgdm.cli_codec", "compress_main", "encode an image to a .cgdm file"),
+    "decompress": ("cgdm.cli_codec", "decompress_main", "decode a .cgdm file to PNG"),
+    "info": ("cgdm.cli_codec", "info_main", "print the header of a .cgdm file"),
     "redecode": ("cgdm.redecode", "main", "rewrite a .cgdm file's decoding settings (seed, guidance, ...)"),
     "train": ("cgdm.train", "main", "train a CGDM stage from a config"),
     "bd-rate": ("cgdm.evaluation.bdrate", "main", "BD-rate between two RD curves"),

@@ -1,5 +1,5 @@
 """Pieces shared by the ``cgdm compress`` / ``cgdm decompress`` command lines of the base codec
-(:mod:`cgdm.coder`) and of full CGDM (:mod:`cgdm.model`): the one-line error exit, ``--max-pixels``,
+(:mod:`cgdm.cli_codec`) and of full CGDM (:mod:`cgdm.cli_cgdm`): the one-line error exit, ``--max-pixels``,
 the size report after writing a file. Imports nothing heavy (``cgdm info`` must not load torch).
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from baselines.base import write_bitstream
 from cgdm.bitstream import MAX_PIXELS
+from cgdm.harness.codecs import write_bitstream
 
 __all__ = ["add_max_pixels_argument", "fail", "one_line", "write_and_report"]
 

@@ -1,6 +1,6 @@
 """CGDM = base codec (:mod:`cgdm.codec`) + diffusion decoder, with the ablation switches.
 
-Three objects, one concept each:
+Two objects, one concept each:
 
 * :class:`CGDMDecoder` (``nn.Module``): the learned post-processor: consistency branch
   (:mod:`cgdm.consistency`), conditional U-Net (:mod:`cgdm.diffusion.unet`) and SFF
@@ -8,7 +8,8 @@ Three objects, one concept each:
 * :class:`CGDM` (``nn.Module``): a frozen :class:`~cgdm.codec.BaseCodec` plus a :class:`CGDMDecoder`
   plus the weight-free sampler settings. ``compress(image, rate_idx) -> bytes`` and
   ``decompress(bytes) -> image`` use the ``.cgdm`` container (:mod:`cgdm.bitstream`).
-* :class:`CGDMCodec`: the suite's :class:`baselines.base.Codec` wrapper used by the workflow.
+
+Its workflow codec is :class:`cgdm.harness.cgdm_codecs.CGDMCodec`; its command line is :mod:`cgdm.cli_cgdm`.
 
 Ablation switches and where they act:
 
@@ -29,10 +30,8 @@ section (:class:`SamplingOptions`, 16 bytes), so a file decodes the same way whe
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import struct
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,18 +40,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from baselines.base import Codec, CodecUnavailable
-from cgdm import __version__
 from cgdm import bitstream as bs
 from cgdm.boundary import Box, Tiling, sample_global, sample_independent
-from cgdm.cli_util import add_max_pixels_argument, fail, one_line, write_and_report
 from cgdm.consistency import ConsistencyBranch, ConsistencyGuidance
 from cgdm.decode_checks import check_decode_resources
 from cgdm.diffusion.resshift import ResShiftSampler, ResShiftSchedule
 from cgdm.diffusion.scheduler import DDIMSampler, NoiseSchedule
 from cgdm.diffusion.unet import ConditionalUNet
 from cgdm.fusion import SyntaxFeatureFusion
-from cgdm.imageio import ImageReadError, load_image, save_png
 from cgdm.tensors import image_to_tensor, pad_to, tensor_to_image  # also importable from here, as before
 from cgdm.zoo import CheckpointError, load_checkpoint, resolve_model, weights_sha256
 
@@ -60,7 +55,6 @@ __all__ = [
     "CGDM",
     "DECODER_ARCH",
     "VARIANTS",
-    "CGDMCodec",
     "CGDMDecoder",
     "DecoderConfig",
     "SamplingOptions",
@@ -630,171 +624,3 @@ class CGDM(nn.Module):
             out = self.postprocess(dec.pop("x_hat"), dec.pop("features"), dec["syntax"], header.rate_idx, options,
                                    boundary=file_variant.boundary, progress=progress)
         return tensor_to_image(out)
-
-
-# ---------------------------------------------------------------------------------------------------
-# workflow codec
-# ---------------------------------------------------------------------------------------------------
-class CGDMCodec(Codec):
-    """CGDM in the suite's codec table.
-
-    Config entry::
-
-        cgdm:
-          class: cgdm.model.CGDMCodec
-          rates: [0, 1, 2, 3]                 # rate indices of the base codec
-          models: {base: cgdm_base, decoder: cgdm_decoder}
-          params: {variant: full, steps: 4, seed: 0, tile: 256, overlap: 32, online_steps: 0}
-
-    ``variant`` must match the decoder checkpoint for ``no_consistency`` / ``no_sff`` (those are trained
-    variants); ``no_boundary`` works with the full decoder.
-    """
-
-    kind = "cgdm"
-    extension = ".cgdm"
-
-    def __init__(self, name: str, models: dict[str, str] | None = None, device: str = "cpu",
-                 variant: str = "full", steps: int = 4, t0: int | None = None, seed: int = 0, tile: int = 512,
-                 overlap: int = 64, guidance: float = 1.0, bound: float = 0.02, eta: float = 1.0, batch: int = 4,
-                 online_steps: int = 0, online_lr: float = 0.05, threads: int | None = None, **params: Any):
-        super().__init__(name, models=models, device=device, **params)
-        if params:
-            raise TypeError(f"codec {name!r}: unknown CGDM params {sorted(params)}")
-        self.variant = Variant.from_name(variant)
-        self.options = SamplingOptions(steps, t0, seed, tile, overlap, guidance, bound, eta)
-        self.batch = batch
-        self.online_steps = int(online_steps)
-        self.online_lr = float(online_lr)
-        self.threads = threads
-        self._model: CGDM | None = None
-        self._meta: dict = {}
-
-    def check_available(self) -> None:
-        for role in ("base", "decoder"):
-            if role not in self.models:
-                raise CodecUnavailable(f"codec {self.name!r} needs models: {{{role}: <model name>}} in its config "
-                                       "entry")
-            if not Path(self.models[role]).is_file():
-                raise CodecUnavailable(f"codec {self.name!r}: {role} checkpoint {self.models[role]} is missing; "
-                                       "train it with the workflow (rule train_model)")
-
-    def model(self) -> CGDM:
-        if self._model is None:
-            self.check_available()
-            if self.threads:
-                torch.set_num_threads(int(self.threads))
-            dec, meta = load_decoder(self.models["decoder"], self.device)
-            dv = dec.config.variant
-            if (dv.consistency, dv.sff) != (self.variant.consistency, self.variant.sff):
-                raise ValueError(
-                    f"codec {self.name!r}: variant {self.variant.name!r} but decoder checkpoint "
-                    f"{self.models['decoder']} was trained as {dv.name!r}; point models.decoder at the "
-                    f"decoder trained with variant {replace(self.variant, boundary=True).name!r}")
-            self._meta = meta
-            base, base_meta = load_base(self.models["base"], self.device)
-            self._model = CGDM(base, dec, self.options, boundary=self.variant.boundary, batch=self.batch,
-                               lambdas=base_lambdas(base_meta)).to(self.device)
-        return self._model
-
-    @property
-    def version(self) -> str:
-        return f"cgdm-suite {__version__} ({self.variant.name})"
-
-    @property
-    def weights(self) -> str:
-        m = self.model()
-        # the decoder's training losses are part of what the weights are (provenance of every result row)
-        losses = "+".join(self._meta.get("losses") or ["diffusion"] + (["lpips"] if self._meta.get("lpips") else []))
-        return f"trained-here:{self._meta.get('steps', 0)}:{m.weights_hash.hex()}:losses={losses}"
-
-    def encode(self, image: np.ndarray, rate: Any) -> bytes:
-        with torch.inference_mode(self.online_steps == 0):
-            return self.model().compress(image, int(rate), online_steps=self.online_steps, lr=self.online_lr)
-
-    def decode(self, data: bytes) -> np.ndarray:
-        with torch.inference_mode():
-            return self.model().decompress(data)
-
-
-# ---------------------------------------------------------------------------------------------------
-# command line (``cgdm compress/decompress`` delegate here for full-CGDM files, see cgdm.coder)
-# ---------------------------------------------------------------------------------------------------
-def add_sampling_arguments(p) -> None:
-    """Options of the diffusion decoder, shared by the CLI and the benchmark."""
-    d = SamplingOptions()
-    p.add_argument("--variant", default="full", help=f"one of {sorted(VARIANTS)} (default: full); no_consistency / "
-                                                     "no_sff need the decoder trained with that variant")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"DDIM steps (default {d.steps})")
-    p.add_argument("--t0", type=int, default=d.t0, help="start timestep of the sampler (default: the decoder's "
-                                                       "own start, the last trained step)")
-    p.add_argument("--seed", type=int, default=d.seed, help="decode seed, stored in the file (default 0)")
-    p.add_argument("--tile", type=int, default=d.tile, help=f"patch size in pixels (default {d.tile})")
-    p.add_argument("--overlap", type=int, default=d.overlap, help=f"patch overlap in pixels (default {d.overlap})")
-    p.add_argument("--guidance", type=float, default=d.guidance, help="consistency guidance strength in [0, 1]")
-    p.add_argument("--bound", type=float, default=d.bound, help=f"consistency bound (default {d.bound})")
-    p.add_argument("--eta", type=float, default=d.eta, help=f"sampler noise per step in [0, 1] (default {d.eta})")
-
-
-def compress_main(argv: list[str] | None = None) -> int:
-    """``cgdm compress IN OUT --model BASE --decoder DEC --rate K [--online-steps N] [--steps S] ...``"""
-    p = argparse.ArgumentParser(prog="cgdm compress", description="Encode an image with full CGDM "
-                                "(base codec + diffusion decoder settings in the file).")
-    p.add_argument("input")
-    p.add_argument("output")
-    p.add_argument("--model", required=True, help="base codec checkpoint or zoo name")
-    p.add_argument("--decoder", required=True, help="diffusion decoder checkpoint (cgdm train, stage: decoder)")
-    p.add_argument("--rate", type=int, required=True, help="rate index (0 = lowest rate)")
-    p.add_argument("--online-steps", type=int, default=0, help="continuous online optimisation steps (0 = off)")
-    p.add_argument("--online-lr", type=float, default=0.05, help="step size of online optimisation")
-    add_sampling_arguments(p)
-    p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
-    try:
-        variant = Variant.from_name(args.variant)
-        options = SamplingOptions(args.steps, args.t0, args.seed, args.tile, args.overlap, args.guidance, args.bound,
-                                  args.eta)
-        image = load_image(args.input)
-        model = CGDM.from_checkpoints(args.model, args.decoder, args.device, options=options,
-                                      boundary=variant.boundary)
-        dv = model.decoder.config.variant
-        if (dv.consistency, dv.sff) != (variant.consistency, variant.sff):
-            raise ValueError(f"--variant {variant.name} but the decoder checkpoint is {dv.name!r}")
-        t = time.perf_counter()
-        data = model.compress(image, args.rate, online_steps=args.online_steps, lr=args.online_lr)
-        seconds = time.perf_counter() - t
-    except (ImageReadError, CheckpointError, CodecUnavailable, ValueError, FileNotFoundError) as exc:
-        return fail(str(exc))
-    write_and_report(args.output, data, image.shape, args.rate, seconds)
-    return 0
-
-
-def decompress_main(argv: list[str] | None = None) -> int:
-    """``cgdm decompress IN.cgdm OUT.png --model BASE --decoder DEC``: decoding settings come from the file."""
-    p = argparse.ArgumentParser(prog="cgdm decompress", description="Decode a full-CGDM .cgdm file to PNG.")
-    p.add_argument("input")
-    p.add_argument("output")
-    p.add_argument("--model", required=True, help="base codec checkpoint or zoo name used to encode the file")
-    p.add_argument("--decoder", required=True, help="diffusion decoder checkpoint used to encode the file")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--progress", action="store_true", help="show a progress bar over sampling steps")
-    add_max_pixels_argument(p)
-    args = p.parse_args(argv)
-    try:
-        data = Path(args.input).read_bytes()
-    except OSError as exc:
-        return fail(f"{args.input}: cannot read ({exc.strerror or exc})")
-    try:
-        bs.check_pixel_budget(bs.read_cgdm(data)[0], args.max_pixels)  # before loading any weights
-        model = CGDM.from_checkpoints(args.model, args.decoder, args.device)
-        t = time.perf_counter()
-        image = model.decompress(data, progress=args.progress, max_pixels=args.max_pixels)
-        seconds = time.perf_counter() - t
-        save_png(args.output, image)
-    except (bs.BitstreamError, CheckpointError, CodecUnavailable, ValueError) as exc:
-        return fail(str(exc))
-    except MemoryError:
-        return fail("out of memory while decoding; free memory or lower the limit that stopped it")
-    except Exception as exc:  # noqa: BLE001 - the CLI's contract: exit 2 and one line, never a traceback
-        return fail(one_line(exc))
-    print(f"{args.output}: {image.shape[1]}x{image.shape[0]}, {seconds:.2f} s")
-    return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from baselines.base import CodecUnavailable, make_codec, write_bitstream
+from cgdm.harness.codecs import CodecUnavailable, import_object, make_codec, write_bitstream
 from cgdm.imageio import list_images, load_image, save_png
 from cgdm.results import ENCODE_COLUMNS, STATUS_OK, code_revision, unavailable, write_table
 
@@ -27,7 +27,7 @@ def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
     if device != "auto":
         return device
-    import torch
+    import torch  # lazy: torch takes seconds to import; only this path needs it
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -36,7 +36,7 @@ def _set_threads(n: int) -> None:
     """Use exactly the cores the scheduler gave the job: oversubscribed torch threads on a busy
     machine are several times slower than one thread."""
     if n > 0:
-        import torch
+        import torch  # lazy: torch takes seconds to import; only this path needs it
 
         torch.set_num_threads(n)
 
@@ -137,8 +137,7 @@ if __name__ == "__main__":
 def train_model_main(argv: list[str] | None = None) -> int:
     """Workflow step: train one entry of the config's ``models:`` table into a checkpoint file, or
     install it from the shipped weights (``--zoo NAME``, checked against the entry's spec and sha256)."""
-    from baselines.base import import_object
-    from cgdm.zoo import CheckpointError, install_shipped
+    from cgdm.zoo import CheckpointError, install_shipped  # lazy: cgdm.zoo imports torch
 
     p = argparse.ArgumentParser(prog="cgdm train-model", description=train_model_main.__doc__)
     p.add_argument("--name", required=True, help="model name (key of the config's models table)")
@@ -176,7 +175,7 @@ def train_model_main(argv: list[str] | None = None) -> int:
 
 def zoo_ship_main(argv: list[str] | None = None) -> int:
     """Workflow step of ``train_zoo``: copy freshly trained models into zoo/ and rewrite zoo/zoo.json."""
-    from cgdm.zoo import ship
+    from cgdm.zoo import ship  # lazy: cgdm.zoo imports torch
 
     p = argparse.ArgumentParser(prog="cgdm zoo-ship", description=zoo_ship_main.__doc__)
     p.add_argument("--retrained", action="store_true", help="the models were trained by this run (retrain: true)")

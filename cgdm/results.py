@@ -8,13 +8,13 @@ Encode jobs write *encode rows* (one per image: bytes on disk, times, paths); me
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 import subprocess
 from pathlib import Path
 
 import pandas as pd
+
+from cgdm.hashing import config_hash  # the core's; importable from here, as before
 
 #: columns of the per-image encode table written by the encode step
 ENCODE_COLUMNS = [
@@ -30,6 +30,9 @@ TIDY_COLUMNS = [
 ]
 
 STATUS_OK = "ok"
+
+__all__ = ["ENCODE_COLUMNS", "STATUS_OK", "TIDY_COLUMNS", "code_revision", "config_hash", "read_tables",
+           "unavailable", "write_table"]
 
 
 def unavailable(reason: str) -> str:
@@ -50,12 +53,6 @@ def code_revision(root: str | None = None) -> str:
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("CGDM_CODE_REVISION", "unknown")
-
-
-def config_hash(obj) -> str:
-    """Stable short hash of a JSON-able config fragment (key order does not matter)."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -41,8 +41,8 @@ from tqdm.auto import tqdm
 
 from cgdm.codec import ARCH, BaseCodec, estimate_bits
 from cgdm.crops import RandomCrops
+from cgdm.hashing import config_hash
 from cgdm.imageio import list_images
-from cgdm.results import config_hash
 from cgdm.train_diffusion import train_decoder
 from cgdm.training import rd_optimizers, set_lr
 from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint

@@ -47,12 +47,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from cgdm import weights as W
 from cgdm.consistency import deviation_loss
 from cgdm.crops import RandomCrops
 from cgdm.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
+from cgdm.hashing import config_hash
 from cgdm.model import DECODER_ARCH, CGDMDecoder, DecoderConfig, Variant, load_base
-from cgdm.results import config_hash
 from cgdm.training import set_lr
+from cgdm.weights import DownloadBlocked, no_downloads, torch_home
 from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
 
 __all__ = ["DEFAULT_PARAMS", "PAPER_PARAMS", "PERCEPTUAL", "decoder_config", "train_decoder", "uses_lpips"]
@@ -149,10 +151,6 @@ def uses_lpips(params: dict) -> bool:
 def _lpips_loss(device: torch.device, required: bool):
     """pyiqa LPIPS-VGG as a loss when its weights are cached (never downloaded here). Missing weights:
     ``required`` (``perceptual`` names lpips) -> ValueError naming the fix; else None (``auto``)."""
-    # lazy: the evaluation package (pandas, metric code) is needed only when a decoder trains with LPIPS
-    from cgdm.evaluation import weights as W
-    from cgdm.evaluation.metrics import DownloadBlocked, no_downloads, torch_home
-
     cache = W.default_cache()
     ok, reason = W.status("lpips-vgg", cache)
     if not ok:

@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-from baselines.base import CodecUnavailable
 from cgdm.download import DownloadError, download, sha256_file
 
 __all__ = [
@@ -35,6 +34,7 @@ __all__ = [
     "ship",
     "shipped_models",
     "CheckpointError",
+    "WeightsUnavailable",
     "ZooEntry",
     "download_weights",
     "find_by_weights_hash",
@@ -45,6 +45,12 @@ __all__ = [
     "save_checkpoint",
     "weights_sha256",
 ]
+
+
+class WeightsUnavailable(RuntimeError):
+    """A zoo model's weights cannot be had here (none published yet, download failed); the message says
+    why and how to fix it. The harness reports a codec that needs them as unavailable
+    (:class:`cgdm.harness.codecs.CodecUnavailable`, same message)."""
 
 
 class CheckpointError(ValueError):
@@ -197,7 +203,7 @@ def load_base_codec(path: str | os.PathLike, device: str | torch.device = "cpu")
 def download_weights(entry: ZooEntry, progress: bool = True) -> Path:
     """Download ``entry.url`` into ``<torch hub dir>/checkpoints`` (once) and verify its sha256."""
     if entry.sha256 is None:
-        raise CodecUnavailable(
+        raise WeightsUnavailable(
             f"zoo model {entry.name!r}: no weights are published yet ({entry.url} is a placeholder for a "
             "future release); train it locally with `cgdm train --config ...` or the workflow")
     dest = Path(torch.hub.get_dir()) / "checkpoints" / f"{entry.name}-{entry.sha256[:8]}.pth"
@@ -209,8 +215,8 @@ def download_weights(entry: ZooEntry, progress: bool = True) -> Path:
         if exc.digest is not None:
             raise CheckpointError(f"zoo model {entry.name!r}: downloaded file has sha256 {exc.digest}, expected "
                                   f"{entry.sha256}; the download is corrupted or the release changed") from exc
-        raise CodecUnavailable(f"zoo model {entry.name!r}: download of {entry.url} failed ({exc.problem}); "
-                               f"check the network, or place the file at {dest}") from exc
+        raise WeightsUnavailable(f"zoo model {entry.name!r}: download of {entry.url} failed ({exc.problem}); "
+                                f"check the network, or place the file at {dest}") from exc
     return dest
 
 

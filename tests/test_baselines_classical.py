@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from baselines.base import CodecUnavailable, make_codec, write_bitstream
 from baselines.classical import (
     BPG,
     HEIC,
@@ -28,6 +27,7 @@ from baselines.classical import (
     write_yuv444,
     ycbcr444_to_rgb,
 )
+from cgdm.harness.codecs import CodecUnavailable, make_codec, write_bitstream
 from cgdm.imageio import load_image
 
 PILLOW_CODECS = {

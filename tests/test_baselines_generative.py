@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from baselines.base import CodecUnavailable, write_bitstream
 from baselines.generative import MSILLM, HiFiC
+from cgdm.harness.codecs import CodecUnavailable, write_bitstream
 from cgdm.imageio import load_image
 
 KODAK = Path(__file__).resolve().parent.parent / "data" / "kodak"

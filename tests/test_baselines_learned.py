@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from baselines.base import CodecUnavailable, make_codec, write_bitstream
 from baselines.learned import (
     CompressAITrained,
     CompressAIZoo,
@@ -22,6 +21,7 @@ from baselines.learned import (
     train,
     unpack,
 )
+from cgdm.harness.codecs import CodecUnavailable, make_codec, write_bitstream
 from cgdm.imageio import load_image
 
 KODAK = Path(__file__).resolve().parent.parent / "data" / "kodak"

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from baselines.base import CodecUnavailable, make_codec, write_bitstream
 from cgdm.bitstream import read_cgdm
 from cgdm.cli import main as cli
 from cgdm.codec import ARCH, BaseCodec
 from cgdm.coder import BaseCoder
+from cgdm.harness.codecs import CodecUnavailable, make_codec, write_bitstream
 from cgdm.imageio import load_image
 from cgdm.zoo import save_checkpoint
 
@@ -154,7 +154,7 @@ def test_console_script_exit_code(tmp_path):
 
 
 def test_workflow_codec(ckpt, tmp_path):
-    entry = {"class": "cgdm.coder.CGDMBaseCodec", "rates": [0, 1, 2]}
+    entry = {"class": "cgdm.harness.cgdm_codecs.CGDMBaseCodec", "rates": [0, 1, 2]}
     codec = make_codec("cgdm_base", entry, {"base": str(ckpt)})
     codec.check_available()
     assert codec.kind == "cgdm" and codec.extension == ".cgdm"
@@ -173,16 +173,17 @@ def test_workflow_codec(ckpt, tmp_path):
 
 
 def test_full_cgdm_files_and_decoder_option_go_to_cgdm_model(ckpt, tmp_path, monkeypatch, capsys):
-    """`cgdm compress --decoder ...` and files with model id "cgdm" are handled by cgdm.model's CLI."""
+    """`cgdm compress --decoder ...` and files with model id "cgdm" are handled by full CGDM's CLI
+    (cgdm.cli_cgdm)."""
     import types
 
     from cgdm.bitstream import DIFFUSION, CGDMHeader, write_cgdm
 
     calls = []
-    fake = types.ModuleType("cgdm.model")
+    fake = types.ModuleType("cgdm.cli_cgdm")
     fake.compress_main = lambda argv: calls.append(("compress", argv)) or 0
     fake.decompress_main = lambda argv: calls.append(("decompress", argv)) or 0
-    monkeypatch.setitem(sys.modules, "cgdm.model", fake)
+    monkeypatch.setitem(sys.modules, "cgdm.cli_cgdm", fake)
 
     argv = ["in.png", "out.cgdm", "--model", "b.pth", "--decoder", "d.pth", "--rate", "0", "--steps", "4"]
     assert cli(["compress", *argv]) == 0

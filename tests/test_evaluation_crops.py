@@ -111,7 +111,7 @@ def test_cli_writes_figure_and_table(scene, tmp_path):
     enc, _ = scene
     enc.to_csv(tmp_path / "encode.csv", index=False)
     assert main([str(tmp_path / "encode.csv"), "--out", str(tmp_path / "c.png"), "--bpp", "0.2", "--size", "64",
-                 "--entries", json.dumps({"webp": WEBP, "cgdm": {"class": "cgdm.model.CGDMCodec"}}),
+                 "--entries", json.dumps({"webp": WEBP, "cgdm": {"class": "cgdm.harness.cgdm_codecs.CGDMCodec"}}),
                  "--tolerance", "0.1", "--table", str(tmp_path / "c.csv")]) == 0
     table = pd.read_csv(tmp_path / "c.csv").set_index("codec")
     assert table.loc["cgdm", "bpp"] == 0.25 and table.loc["webp", "how"] == "rate-matched"

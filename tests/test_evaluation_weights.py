@@ -1,4 +1,5 @@
-"""Metric weight files (cgdm.evaluation.weights): download + verify against a loopback HTTP server."""
+"""Metric weight files (cgdm.weights; command: python -m cgdm.evaluation.weights): download + verify
+against a loopback HTTP server."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 
 import pytest
 
-from cgdm.evaluation import weights as W
+from cgdm import weights as W
 
 PAYLOAD = b"pretend these are LPIPS weights\n" * 1000
 

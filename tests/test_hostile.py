@@ -165,7 +165,7 @@ _WORKER = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from cgdm.cli import main
-    import cgdm.coder, cgdm.model, resource  # everything a decode imports, before the limit
+    import cgdm.cli_codec, cgdm.cli_cgdm, resource  # everything a decode imports, before the limit
     out, limit = sys.argv[1], int(sys.argv[2])
     # RLIMIT_AS, set here rather than in preexec_fn: torch alone maps ~3 GB of address space at import,
     # so the limit is what the imports mapped plus the decoding budget

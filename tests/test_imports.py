@@ -1,4 +1,4 @@
-"""Imports between the suite's modules go one way: no import circles among the ``cgdm`` modules.
+"""Imports between the suite's modules go one way: no import circles, and every module in its layer.
 
 The graph is read from the source with :mod:`ast`, not by importing anything: every ``import`` and
 ``from ... import`` statement, at the top of a module *and* inside functions (an import inside a function
@@ -6,6 +6,18 @@ still closes a circle, it only hides it until the call), plus ``importlib.import
 ``baselines`` is part of the graph too, so that a circle through it (``cgdm.x -> baselines.y -> cgdm.x``)
 counts. Third-party imports are not edges: a heavy package imported lazily inside a function (torch,
 pyiqa, ...) cannot close a circle.
+
+Layers (:data:`LAYERS`, every module of ``cgdm`` and ``baselines`` placed in one)::
+
+    core  <-  harness  <-  baselines, evaluation  <-  cli (and the workflow)
+
+* core: the networks, sampler, bitstream, zoo and trainers, plus self-contained utilities they use
+  (:mod:`cgdm.download`, :mod:`cgdm.hashing`, :mod:`cgdm.weights`). Imports only core.
+* harness: the codec interface and CGDM's workflow codecs (:mod:`cgdm.harness`), the results format,
+  datasets, the encode/train workflow steps and the workflow's state files.
+* baselines (:mod:`baselines`) and evaluation (:mod:`cgdm.evaluation`): built on core and harness,
+  never on each other, never on the command line.
+* cli: ``cgdm <command>`` and the ``.cgdm`` command lines.
 """
 
 from __future__ import annotations
@@ -121,7 +133,7 @@ def test_graph_sees_imports_inside_functions():
     """The graph is not blind: lazy imports inside functions and import_module() calls are edges."""
     graph = import_graph()
     assert "cgdm.zoo" in graph["cgdm.coder"]          # `from cgdm.zoo import ...` inside BaseCoder methods
-    assert "cgdm.model" in graph["cgdm.coder"]        # importlib.import_module("cgdm.model")
+    assert "cgdm.cli_cgdm" in graph["cgdm.cli_codec"]  # importlib.import_module("cgdm.cli_cgdm")
     assert "cgdm.online" in graph["cgdm.model"]       # inside CGDM.compress
     assert "cgdm.bitstream" in graph["cgdm.model"]    # `from cgdm import bitstream as bs`
     # and a circle made of such edges is found
@@ -130,15 +142,146 @@ def test_graph_sees_imports_inside_functions():
 
 
 def test_moved_names_still_importable_from_their_old_modules():
-    """Names that moved to one-way modules are still importable where callers found them before."""
-    from cgdm import cli_util, coder, crops, decode_checks, model, tensors, train
+    """Names that moved to one-way modules are still importable where callers found them before (within
+    the layers: the core no longer re-exports the command-line pieces, see test_core_imports_only_core)."""
+    from cgdm import coder, crops, decode_checks, hashing, model, results, tensors, train, weights
+    from cgdm.evaluation import metrics
 
     assert coder.image_to_tensor is model.image_to_tensor is tensors.image_to_tensor
     assert coder.tensor_to_image is model.tensor_to_image is tensors.tensor_to_image
     assert model.pad_to is tensors.pad_to
     assert coder.check_decode_resources is model.check_decode_resources is decode_checks.check_decode_resources
     assert coder.estimate_decode_bytes is decode_checks.estimate_decode_bytes
-    assert coder.write_and_report is model.write_and_report is cli_util.write_and_report
-    assert coder.add_max_pixels_argument is cli_util.add_max_pixels_argument
-    assert coder.one_line is cli_util.one_line
     assert train.RandomCrops is crops.RandomCrops
+    assert results.config_hash is hashing.config_hash
+    assert metrics.no_downloads is weights.no_downloads and metrics.DownloadBlocked is weights.DownloadBlocked
+
+
+# -- layers ---------------------------------------------------------------------------------------------
+CORE, HARNESS, EVALUATION, BASELINES, CLI = "core", "harness", "evaluation", "baselines", "cli"
+
+#: the layer of every module; a new module fails test_every_module_has_a_layer until it is placed here
+LAYERS: dict[str, str] = {
+    # core: networks, sampler, bitstream, zoo, trainers
+    "cgdm": CORE,  # the package: __version__ only
+    "cgdm.bitstream": CORE,
+    "cgdm.boundary": CORE,
+    "cgdm.codec": CORE,
+    "cgdm.coder": CORE,
+    "cgdm.consistency": CORE,
+    "cgdm.crops": CORE,
+    "cgdm.decode_checks": CORE,
+    "cgdm.diffusion": CORE,
+    "cgdm.diffusion.resshift": CORE,
+    "cgdm.diffusion.scheduler": CORE,
+    "cgdm.diffusion.unet": CORE,
+    "cgdm.discriminator": CORE,
+    "cgdm.fusion": CORE,
+    "cgdm.imageio": CORE,
+    "cgdm.model": CORE,
+    "cgdm.online": CORE,
+    "cgdm.rans_guard": CORE,
+    "cgdm.redecode": CORE,  # a .cgdm file's decoding settings (bitstream level); `cgdm redecode` maps to its main
+    "cgdm.syntax": CORE,
+    "cgdm.tensors": CORE,
+    "cgdm.train": CORE,  # its main (`cgdm train`) uses argparse only, nothing of the command-line layer
+    "cgdm.train_diffusion": CORE,
+    "cgdm.training": CORE,
+    "cgdm.zoo": CORE,
+    # core utilities: self-contained (standard library, numpy/PIL; torch/pyiqa only lazily), no suite concepts
+    "cgdm.download": CORE,  # verified HTTP download (sha256 before a file is kept): the zoo and the weights use it
+    "cgdm.hashing": CORE,  # config_hash: the trainers' resume checks and the results' provenance
+    "cgdm.weights": CORE,  # weight-file table + no-download guard: metrics and the decoder's LPIPS-VGG loss
+    # harness: the codec interface, CGDM's workflow codecs, results format, data, workflow steps
+    "cgdm.harness": HARNESS,
+    "cgdm.harness.codecs": HARNESS,
+    "cgdm.harness.cgdm_codecs": HARNESS,
+    "cgdm.availability": HARNESS,
+    "cgdm.datasets": HARNESS,
+    "cgdm.pipeline": HARNESS,
+    "cgdm.results": HARNESS,
+    # evaluation: metrics, tables, plots, the report
+    "cgdm.evaluation": EVALUATION,
+    "cgdm.evaluation.aggregate": EVALUATION,
+    "cgdm.evaluation.bdrate": EVALUATION,
+    "cgdm.evaluation.crops": EVALUATION,
+    "cgdm.evaluation.fid": EVALUATION,
+    "cgdm.evaluation.metrics": EVALUATION,
+    "cgdm.evaluation.plots": EVALUATION,
+    "cgdm.evaluation.realism": EVALUATION,
+    "cgdm.evaluation.report": EVALUATION,
+    "cgdm.evaluation.studies": EVALUATION,
+    "cgdm.evaluation.tables": EVALUATION,
+    "cgdm.evaluation.tidy": EVALUATION,
+    "cgdm.evaluation.weights": EVALUATION,  # `python -m cgdm.evaluation.weights` (the command of cgdm.weights)
+    # baselines: the codecs CGDM is compared with
+    "baselines": BASELINES,
+    "baselines.classical": BASELINES,
+    "baselines.generative": BASELINES,
+    "baselines.learned": BASELINES,
+    "baselines.published": BASELINES,
+    # command line
+    "cgdm.__main__": CLI,
+    "cgdm.cli": CLI,
+    "cgdm.cli_cgdm": CLI,
+    "cgdm.cli_codec": CLI,
+    "cgdm.cli_util": CLI,
+}
+
+#: the layers each layer may import (its own included)
+ALLOWED: dict[str, set[str]] = {
+    CORE: {CORE},
+    HARNESS: {CORE, HARNESS},
+    BASELINES: {CORE, HARNESS, BASELINES},
+    EVALUATION: {CORE, HARNESS, EVALUATION},
+    CLI: {CORE, HARNESS, BASELINES, EVALUATION, CLI},
+}
+
+#: the codec adapters of the harness: the evaluation reaches codecs only through the codec interface
+CODEC_ADAPTERS = {"cgdm.harness.cgdm_codecs"}
+
+
+def _violations(layer: str, allowed: set[str], forbidden_modules: set[str] = frozenset()) -> list[str]:
+    graph = import_graph()
+    return [f"{module} (line {', '.join(map(str, lines))}) imports {target} ({LAYERS.get(target, '?')})"
+            for module in sorted(graph) if LAYERS.get(module) == layer
+            for target, lines in sorted(graph[module].items())
+            if LAYERS.get(target) not in allowed or target in forbidden_modules]
+
+
+def test_every_module_has_a_layer():
+    """A new module is placed in a layer consciously (and a removed one leaves the table)."""
+    modules = set(_modules())
+    assert not modules - set(LAYERS), f"modules without a layer (add them to LAYERS): {sorted(modules - set(LAYERS))}"
+    assert not set(LAYERS) - modules, f"LAYERS names modules that do not exist: {sorted(set(LAYERS) - modules)}"
+    assert set(LAYERS.values()) == set(ALLOWED)
+
+
+def test_core_imports_only_core():
+    """The CGDM core imports neither the harness, the evaluation, the baselines nor the command line."""
+    bad = _violations(CORE, {CORE})
+    assert not bad, "core modules import outside the core:\n" + "\n".join(bad)
+
+
+def test_evaluation_imports_no_baselines_and_no_codec_adapters():
+    bad = _violations(EVALUATION, ALLOWED[EVALUATION], CODEC_ADAPTERS)
+    assert not bad, "evaluation imports outside its layers:\n" + "\n".join(bad)
+
+
+def test_baselines_import_no_command_line_and_no_evaluation():
+    bad = _violations(BASELINES, ALLOWED[BASELINES])
+    assert not bad, "baselines import outside their layers:\n" + "\n".join(bad)
+
+
+def test_harness_imports_only_core_and_harness():
+    bad = _violations(HARNESS, ALLOWED[HARNESS])
+    assert not bad, "harness modules import outside core and harness:\n" + "\n".join(bad)
+
+
+def test_layer_check_sees_a_violation(monkeypatch):
+    """The layer check is not blind: a core module importing the harness is reported with its line."""
+    graph = import_graph()
+    fake = {**graph, "cgdm.zoo": {**graph["cgdm.zoo"], "cgdm.harness.codecs": [27]}}
+    monkeypatch.setitem(globals(), "import_graph", lambda: fake)
+    bad = _violations(CORE, {CORE})
+    assert bad == ["cgdm.zoo (line 27) imports cgdm.harness.codecs (harness)"]

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cgdm import weights as W
 from cgdm.evaluation import metrics as M
-from cgdm.evaluation import weights as W
 from cgdm.results import TIDY_COLUMNS
 
 from helpers.evaluation import make_encode_table, seed_weights_cache

@@ -6,16 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.base import CodecUnavailable, make_codec
 from cgdm import bitstream as bs
-from cgdm.model import (
-    CGDM,
-    CGDMCodec,
-    SamplingOptions,
-    Variant,
-    compress_main,
-    decompress_main,
-)
+from cgdm.cli_cgdm import compress_main, decompress_main
+from cgdm.harness.cgdm_codecs import CGDMCodec
+from cgdm.harness.codecs import CodecUnavailable, make_codec
+from cgdm.model import CGDM, SamplingOptions, Variant
 from cgdm.tensors import image_to_tensor, tensor_to_image
 from cgdm.zoo import save_checkpoint
 
@@ -156,7 +151,7 @@ def _write_checkpoints(tmp_path, model, variant="full"):
 
 def test_workflow_codec_round_trip(tmp_path, model):
     base_ckpt, dec_ckpt = _write_checkpoints(tmp_path, model)
-    entry = {"class": "cgdm.model.CGDMCodec", "rates": [0, 1],
+    entry = {"class": "cgdm.harness.cgdm_codecs.CGDMCodec", "rates": [0, 1],
              "params": {"steps": 2, "tile": 64, "overlap": 16}}
     codec = make_codec("cgdm", entry, {"base": str(base_ckpt), "decoder": str(dec_ckpt)})
     assert isinstance(codec, CGDMCodec) and codec.kind == "cgdm" and codec.extension == ".cgdm"

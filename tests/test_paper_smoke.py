@@ -28,7 +28,7 @@ TARGETS = ["all", "ablations", "paper_tables", "reference_snapshot"]
 # they must produce numbers. The others (external programs, downloaded weights) may be unavailable.
 MUST_RUN = {"baselines.classical.JPEG", "baselines.classical.WebP", "baselines.classical.AVIF",
             "baselines.classical.JPEG2000", "baselines.learned.CompressAITrained",
-            "cgdm.coder.CGDMBaseCodec", "cgdm.model.CGDMCodec"}
+            "cgdm.harness.cgdm_codecs.CGDMBaseCodec", "cgdm.harness.cgdm_codecs.CGDMCodec"}
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from baselines.base import Codec, CodecUnavailable
 from cgdm import pipeline
+from cgdm.harness.codecs import Codec, CodecUnavailable
 from cgdm.results import ENCODE_COLUMNS
 
 

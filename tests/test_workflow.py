@@ -130,7 +130,7 @@ def test_every_published_curve_of_a_shipped_config_loads(cfg):
 def test_every_codec_class_of_a_shipped_config_exists(cfg):
     import yaml
 
-    from baselines.base import Codec, import_object
+    from cgdm.harness.codecs import Codec, import_object
 
     data = yaml.safe_load((REPO / cfg).read_text())
     entries = {**data["codecs"], **(data.get("ablations", {}).get("variants") or {})}

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from cgdm import availability as A
-from cgdm.evaluation import weights as W
+from cgdm import weights as W
 
 from helpers.evaluation import seed_weights_cache
 from helpers.workflow import TARGETS, clone_run, snakemake, workflow_env
@@ -139,7 +139,7 @@ SITECUSTOMIZE = """
 import dataclasses, json, os
 _table = os.environ.get("CGDM_TEST_WEIGHTS_SHA256")
 if _table:
-    from cgdm.evaluation import weights as _W
+    from cgdm import weights as _W
     for _key, _sha in json.load(open(_table)).items():
         _W.WEIGHTS[_key] = dataclasses.replace(_W.WEIGHTS[_key], sha256=_sha, size=None)
 """

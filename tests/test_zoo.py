@@ -7,11 +7,13 @@ import hashlib
 import pytest
 import torch
 
-from baselines.base import CodecUnavailable
 from cgdm import zoo
 from cgdm.codec import ARCH, BaseCodec
+from cgdm.harness.cgdm_codecs import CGDMBaseCodec
+from cgdm.harness.codecs import CodecUnavailable
 from cgdm.zoo import (
     CheckpointError,
+    WeightsUnavailable,
     ZooEntry,
     load_checkpoint,
     save_checkpoint,
@@ -71,10 +73,14 @@ def test_published_entries_are_well_formed():
 
 
 def test_unpublished_entry_is_unavailable():
-    with pytest.raises(CodecUnavailable, match="no weights are published yet"):
+    with pytest.raises(WeightsUnavailable, match="no weights are published yet"):
         zoo.load_pretrained("cgdm-base-quick")
     with pytest.raises(KeyError, match="available"):
         zoo.load_pretrained("nope")
+    # the harness reports the zoo's reason, same words, as an unavailable codec (the core knows no codecs)
+    codec = CGDMBaseCodec("cgdm_base", models={"base": "cgdm-base-quick"})
+    with pytest.raises(CodecUnavailable, match="^zoo model 'cgdm-base-quick': no weights are published yet"):
+        codec.check_available()
 
 
 @pytest.fixture
@@ -124,7 +130,7 @@ def test_download_failure_is_unavailable(server, tmp_path, monkeypatch):
     base, _ = server
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.setitem(zoo.ZOO, "test-model", _entry(f"{base}/missing.pth", "0" * 64))
-    with pytest.raises(CodecUnavailable, match="download of .* failed"):
+    with pytest.raises(WeightsUnavailable, match="download of .* failed"):
         zoo.load_pretrained("test-model", progress=False)
 
 

@@ -3,14 +3,15 @@
 For one image the target bpp is the real bpp (from the file on disk) of a *reference* codec's rate point
 (the learned codec under study, default: a ``cgdm`` codec; its rate point closest to the requested bpp).
 The classical codecs, which can hit any rate, are **rate-matched** to that target on this image: their
-quality parameter is searched (:meth:`baselines.classical.ClassicalCodec.match_bpp`, each step a real
-encode; the bitstream is written to a file and its size is the bpp shown). Codecs with fixed rate points
-(learned ones) contribute their rate point closest to the target. Every panel shows its actual bpp and
-its difference to the target; a panel more than ``tolerance`` (default 5 %) away is dimmed and titled in
-red with the reason (e.g. "JPEG cannot go below 0.19 bpp"), never shown as if it matched. The crop is the
-window of the original with the most detail (largest gradient energy), where codecs differ most visibly.
-The panels are also written as a table (``--table``): codec, how it was matched, setting, bpp, target,
-relative difference, within tolerance, note.
+quality parameter is searched (codecs with :attr:`~cgdm.harness.codecs.Codec.rate_matchable`:
+:meth:`baselines.classical.ClassicalCodec.match_bpp`, each step a real encode; the bitstream is written
+to a file and its size is the bpp shown). Codecs with fixed rate points (learned ones) contribute their
+rate point closest to the target. Every panel shows its actual bpp and its difference to the target; a
+panel more than ``tolerance`` (default 5 %) away is dimmed and titled in red with the reason (e.g. "JPEG
+cannot go below 0.19 bpp"), never shown as if it matched. The crop is the window of the original with the
+most detail (largest gradient energy), where codecs differ most visibly. The panels are also written as a
+table (``--table``): codec, how it was matched, setting, bpp, target, relative difference, within
+tolerance, note.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from cgdm.harness.codecs import Codec, CodecUnavailable, import_object, make_codec, write_bitstream  # noqa: E402
 from cgdm.imageio import load_image  # noqa: E402
+from cgdm.results import write_table  # noqa: E402
 
 #: default tolerance of the crops: |bpp - target| <= 5 % of the target
 DEFAULT_TOLERANCE = 0.05
@@ -100,11 +103,8 @@ def reference_point(enc: pd.DataFrame, image: str, target_bpp: float, reference:
 def _is_classical(entry: dict | None) -> bool:
     if not entry:
         return False
-    from baselines.base import import_object
-    from baselines.classical import ClassicalCodec
-
     cls = import_object(entry["class"])
-    return isinstance(cls, type) and issubclass(cls, ClassicalCodec)
+    return isinstance(cls, type) and issubclass(cls, Codec) and cls.rate_matchable
 
 
 def _within(bpp: float, target: float, tolerance: float) -> bool:
@@ -114,8 +114,6 @@ def _within(bpp: float, target: float, tolerance: float) -> bool:
 def _rate_matched(name: str, entry: dict, original: np.ndarray, target: float, tolerance: float,
                   label: str, tmp: Path) -> Panel:
     """Encode ``original`` with the classical codec of ``entry`` at the setting closest to ``target``."""
-    from baselines.base import CodecUnavailable, make_codec, write_bitstream
-
     codec = make_codec(name, entry)
     try:
         codec.check_available()
@@ -212,8 +210,6 @@ def crops_figure(enc: pd.DataFrame, out: Path, image: str | None = None, target_
     tmp.replace(out)
     plt.close(fig)
     if table is not None:
-        from cgdm.results import write_table
-
         write_table(pd.DataFrame([p.row(image, tolerance) for p in panels]), table)
     return out
 

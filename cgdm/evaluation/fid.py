@@ -20,7 +20,7 @@ MS-ILLM therefore report FID/KID on CLIC2020 and DIV2K only. Use Kodak FID/KID t
 not to rank codecs; KID is unbiased and the better of the two on small sets.
 
 The Inception file is never downloaded here (clean-fid would fetch it into /tmp): it must be in the
-weights cache (:mod:`cgdm.evaluation.weights`), otherwise the rows say ``unavailable``. ``swd`` needs no
+weights cache (:mod:`cgdm.weights`), otherwise the rows say ``unavailable``. ``swd`` needs no
 weights: offline it is the realism measure that is always there; it writes the rows ``swd``,
 ``swd_ci_low``, ``swd_ci_high`` and ``swd_l<k>`` per pyramid level (see :mod:`cgdm.evaluation.realism`).
 
@@ -43,8 +43,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from cgdm import weights as W
 from cgdm.evaluation import DATASET_IMAGE, realism
-from cgdm.evaluation import weights as W
+from cgdm.evaluation.metrics import resolve_device
 from cgdm.evaluation.tidy import read_encode_table, set_row, to_frame
 from cgdm.imageio import atomic_write_bytes, load_image
 from cgdm.results import STATUS_OK, unavailable, write_table
@@ -82,9 +83,9 @@ class InceptionFeatures:
     """clean-fid's Inception (TorchScript) and "clean" resize, loaded from the weights cache."""
 
     def __init__(self, cache: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 32):
-        import torch
+        import torch  # lazy: torch takes seconds to import; only this path needs it
         from cleanfid.inception_torchscript import InceptionV3W
-        from cleanfid.resize import build_resizer
+        from cleanfid.resize import build_resizer  # lazy: clean-fid imports torch
 
         self.cache = Path(cache) if cache else W.default_cache()
         ok, reason = W.status("fid", self.cache)
@@ -99,7 +100,7 @@ class InceptionFeatures:
 
     def __call__(self, images: list[np.ndarray], desc: str = "inception") -> np.ndarray:
         """(N, 2048) float64 features of uint8 (h, w, 3) patches."""
-        import torch
+        import torch  # lazy: torch takes seconds to import; only this path needs it
 
         feats = []
         for i in tqdm(range(0, len(images), self.batch_size), desc=desc, unit="batch", file=sys.stderr):
@@ -111,7 +112,7 @@ class InceptionFeatures:
 
 
 def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
-    from cleanfid.fid import frechet_distance
+    from cleanfid.fid import frechet_distance  # lazy: clean-fid imports torch
 
     mu1, s1 = real.mean(axis=0), np.cov(real, rowvar=False)
     mu2, s2 = fake.mean(axis=0), np.cov(fake, rowvar=False)
@@ -120,7 +121,7 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
 
 def kid_from_features(real: np.ndarray, fake: np.ndarray, seed: int = KID_SEED) -> float:
     """clean-fid's KID; its subsets come from numpy's global generator, seeded here and restored."""
-    from cleanfid.fid import kernel_distance
+    from cleanfid.fid import kernel_distance  # lazy: clean-fid imports torch
 
     state = np.random.get_state()
     try:
@@ -245,14 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = p.parse_args(argv)
 
-    from cgdm.evaluation.metrics import resolve_device
-
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     unknown = [m for m in metrics if m not in DISTRIBUTION_METRICS]
     if unknown or not metrics:
         p.error(f"--metrics: unknown {unknown}; choose from {list(DISTRIBUTION_METRICS)}")
     if args.threads:
-        import torch
+        import torch  # lazy: torch takes seconds to import; only this path needs it
 
         torch.set_num_threads(args.threads)
     encode = read_encode_table(args.encode_csv)

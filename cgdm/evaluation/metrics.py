@@ -10,8 +10,8 @@ ms_ssim    pyiqa's MS-SSIM on RGB (pyiqa's default is luma only), data range 255
            (:class:`MSSSIM`); matches ``pytorch_msssim.ms_ssim`` (CompressAI's ``ms-ssim-rgb``) and
            pyiqa's float64 module to better than 1e-5. Needs at least 161 px per side (5 scales, 11-tap
            window); smaller images get ``unavailable`` rows.
-lpips      pyiqa ``lpips`` (AlexNet, v0.1), weights from :mod:`cgdm.evaluation.weights`.
-dists      pyiqa ``dists`` (VGG16), weights from :mod:`cgdm.evaluation.weights`.
+lpips      pyiqa ``lpips`` (AlexNet, v0.1), weights from :mod:`cgdm.weights`.
+dists      pyiqa ``dists`` (VGG16), weights from :mod:`cgdm.weights`.
 nlpd       pyiqa ``nlpd`` (normalised Laplacian pyramid distance, Laparra et al. 2016; luma), lower is
            better. No weights: its filters are fixed, so it is there offline.
 gmsd       pyiqa ``gmsd`` (gradient magnitude similarity deviation, Xue et al. 2014; luma), lower is better.
@@ -36,20 +36,19 @@ CLI (a workflow step)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cgdm.evaluation import weights as W
+from cgdm import weights as W
 from cgdm.evaluation.tidy import read_encode_table, tidy_rows, to_frame
 from cgdm.imageio import load_image
 from cgdm.results import STATUS_OK, unavailable, write_table
+from cgdm.weights import DownloadBlocked, no_downloads, torch_home  # also importable from here, as before
 
 DEFAULT_METRICS = ["psnr", "ms_ssim", "lpips", "dists"]
 
@@ -67,62 +66,6 @@ PRETRAINED_FILE = {"lpips": "lpips_alex_v0.1", "dists": "dists"}
 MS_SSIM_MIN_SIDE = 161
 
 
-class DownloadBlocked(RuntimeError):
-    """A metric tried to download a file while downloads are blocked."""
-
-    def __init__(self, url: str, dst: str | None = None):
-        self.url, self.dst = url, dst
-        where = f" to {dst}" if dst else ""
-        super().__init__(f"would download {url}{where}")
-
-
-@contextlib.contextmanager
-def no_downloads():
-    """Make every download path pyiqa / torchvision / clip use raise :class:`DownloadBlocked` at once.
-
-    Offline machines must never hang on a download, and a metric must never silently fall back to
-    random weights; the missing file becomes an ``unavailable`` row instead.
-    """
-    import torch.hub
-
-    def blocked_download(url, dst=None, *args, **kwargs):
-        raise DownloadBlocked(str(url), str(dst) if dst else None)
-
-    def blocked_urlopen(url, *args, **kwargs):
-        raise DownloadBlocked(getattr(url, "full_url", str(url)))
-
-    patches = [mock.patch.object(torch.hub, "download_url_to_file", blocked_download),
-               mock.patch("urllib.request.urlopen", blocked_urlopen),
-               mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})]
-    try:
-        import pyiqa.utils.download_util as du
-
-        patches.append(mock.patch.object(du, "download_url_to_file", blocked_download))
-    except ImportError:  # pragma: no cover - pyiqa is a dependency
-        pass
-    with contextlib.ExitStack() as stack:
-        for p in patches:
-            stack.enter_context(p)
-        yield
-
-
-@contextlib.contextmanager
-def torch_home(cache: Path):
-    """Point torch hub (torchvision backbones) and pyiqa's cache at ``cache`` while metrics are built."""
-    patches = [mock.patch.dict(os.environ, {"TORCH_HOME": str(cache)})]
-    try:
-        import pyiqa.utils.download_util as du
-
-        # pyiqa computes its cache folder at import time; follow the cache we were given instead.
-        patches.append(mock.patch.object(du, "DEFAULT_CACHE_DIR", str(cache / "hub" / "pyiqa")))
-    except ImportError:  # pragma: no cover
-        pass
-    with contextlib.ExitStack() as stack:
-        for p in patches:
-            stack.enter_context(p)
-        yield
-
-
 class MSSSIM:
     """pyiqa's MS-SSIM (its RGB preprocessing and ``ms_ssim`` function, product form, no downsampling,
     data range 255) evaluated in float32.
@@ -133,7 +76,7 @@ class MSSSIM:
     """
 
     def __init__(self, device: str = "cpu"):
-        from pyiqa.archs.func_util import preprocess_rgb
+        from pyiqa.archs.func_util import preprocess_rgb  # lazy: pyiqa is slow to import (torch)
         from pyiqa.archs.ssim_arch import ms_ssim
 
         self._preprocess, self._ms_ssim, self.device = preprocess_rgb, ms_ssim, device
@@ -146,27 +89,27 @@ class MSSSIM:
 
 def resolve_device(device: str) -> str:
     if device == "auto":
-        import torch
+        import torch  # lazy: torch takes seconds to import; only this path needs it
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 
 
 def known_metrics() -> list[str]:
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS  # lazy: pyiqa is slow to import (torch)
 
     return sorted(DEFAULT_CONFIGS)
 
 
 def lower_better(metric: str) -> bool:
     """pyiqa's ``lower_better`` flag of a metric (without building it)."""
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS  # lazy: pyiqa is slow to import (torch)
 
     return bool(DEFAULT_CONFIGS[metric].get("lower_better", False))
 
 
 def metric_mode(metric: str) -> str:
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS  # lazy: pyiqa is slow to import (torch)
 
     return DEFAULT_CONFIGS[metric].get("metric_mode", "FR")
 
@@ -175,7 +118,7 @@ class ImageMetrics:
     """The metric objects of one job. ``unavailable`` maps metric -> reason for those that cannot run."""
 
     def __init__(self, names: list[str], device: str = "cpu", cache: str | os.PathLike | None = None):
-        import pyiqa
+        import pyiqa  # lazy: pyiqa is slow to import (torch)
 
         unknown = [n for n in names if n not in known_metrics()]
         if unknown:
@@ -208,7 +151,7 @@ class ImageMetrics:
 
     def __call__(self, reconstruction: np.ndarray, original: np.ndarray) -> dict[str, tuple[float, str]]:
         """metric -> (value, status) for one image pair (uint8 H x W x 3 each)."""
-        import torch
+        import torch  # lazy: torch takes seconds to import; only this path needs it
 
         if reconstruction.shape != original.shape:
             raise ValueError(f"reconstruction shape {reconstruction.shape} != original shape {original.shape}")
@@ -229,7 +172,7 @@ class ImageMetrics:
 
 
 def _to_tensor(image: np.ndarray, device: str):
-    import torch
+    import torch  # lazy: torch takes seconds to import; only this path needs it
 
     # 8-bit values scaled to [0, 1]: PSNR's peak 1.0 is 255 in 8-bit units.
     return torch.tensor(image).permute(2, 0, 1)[None].float().div(255.0).to(device)
@@ -267,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if not names:
         p.error("--metrics is empty")
     if args.threads:
-        import torch
+        import torch  # lazy: torch takes seconds to import; only this path needs it
 
         torch.set_num_threads(args.threads)
     encode = read_encode_table(args.encode_csv)

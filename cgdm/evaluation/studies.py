@@ -36,6 +36,8 @@ that differences between codecs get paired intervals later (:func:`realism.paire
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -47,6 +49,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from cgdm.evaluation import DATASET_IMAGE, order_metrics, realism
+from cgdm.evaluation.metrics import ImageMetrics
 from cgdm.evaluation.tidy import (
     KEY,
     TableError,
@@ -57,6 +60,10 @@ from cgdm.evaluation.tidy import (
     tidy_rows,
     validate_tidy,
 )
+from cgdm.harness.codecs import CodecUnavailable, make_codec, write_bitstream
+from cgdm.imageio import load_image, save_png
+from cgdm.pipeline import resolve_device
+from cgdm.redecode import decode_key, decoder_options, override_decoder_options
 from cgdm.results import ENCODE_COLUMNS, STATUS_OK, TIDY_COLUMNS, code_revision, unavailable, write_table
 
 #: columns a study adds to the tidy columns
@@ -79,21 +86,13 @@ _TEXT = ["study", "setting", "overrides", "options", "decoded_as", "bootstrap"]
 def _decode_key(data: bytes):
     """What decides the decoded pixels of ``data`` besides its image sections (bytes without settings:
     the bytes themselves)."""
-    from cgdm.redecode import decode_key
-
     try:
         return decode_key(data)
     except ValueError:
-        import hashlib
-
         return ("bytes", hashlib.sha256(data).hexdigest())
 
 
 def _options_json(data: bytes) -> str:
-    import dataclasses
-
-    from cgdm.redecode import decoder_options
-
     try:
         return json.dumps(dataclasses.asdict(decoder_options(data)), sort_keys=True)
     except ValueError:
@@ -113,12 +112,8 @@ def check_settings(settings: list[dict]) -> list[dict]:
 def redecode(encode: pd.DataFrame, settings: list[dict], codec, out_dir: Path, study: str,
              config_hash: str = "", progress: bool = True) -> pd.DataFrame:
     """Decode every encoded image of ``encode`` under every setting (see the module docstring) ->
-    rows with :data:`DECODE_COLUMNS`. ``codec``: the :class:`baselines.base.Codec` that wrote the files,
+    rows with :data:`DECODE_COLUMNS`. ``codec``: the :class:`cgdm.harness.codecs.Codec` that wrote the files,
     or None when it is unavailable (rows then keep the encode rows' status)."""
-    from baselines.base import write_bitstream
-    from cgdm.imageio import save_png
-    from cgdm.redecode import override_decoder_options
-
     check_settings(settings)
     rows = []
     records = sorted(encode.to_dict("records"), key=lambda r: str(r["image"]))
@@ -178,7 +173,7 @@ def read_decode_table(path) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------
 def seam_value(image: np.ndarray, options: str) -> tuple[float, str]:
     """``seam_metric`` of a decoded image at the period of its file's tile size."""
-    from cgdm.boundary import seam_metric
+    from cgdm.boundary import seam_metric  # lazy: cgdm.boundary imports torch; only seam rows need it
 
     tile = json.loads(options).get("tile") if options else None
     if not tile:
@@ -196,8 +191,6 @@ def study_metrics(decode: pd.DataFrame, metrics, progress: bool = True, swd_kwar
     """Tidy rows with :data:`STUDY_COLUMNS` of a decode table: ``metrics`` (an
     :class:`cgdm.evaluation.metrics.ImageMetrics`) and the seam per image, SWD per setting. Identical
     reconstructions (settings decoded as another) are measured once."""
-    from cgdm.imageio import load_image
-
     names = [*metrics.names, SEAM]
     lower = {**metrics.lower_better, SEAM: True}
     cache: dict[str, dict] = {}
@@ -219,8 +212,6 @@ def study_metrics(decode: pd.DataFrame, metrics, progress: bool = True, swd_kwar
 
 
 def _swd_rows(decode: pd.DataFrame, swd_kwargs: dict) -> list[dict]:
-    from cgdm.imageio import load_image
-
     rows, cache = [], {}
     groups = decode.groupby(["dataset", "codec", "rate", "setting"], sort=False)
     for (dataset, codec, rate, setting), g in groups:
@@ -483,11 +474,8 @@ def dp_points(df: pd.DataFrame, variants: dict[str, str], base: str | None = Non
 # command line
 # ---------------------------------------------------------------------------------------------------
 def _decode_main(args) -> int:
-    from baselines.base import CodecUnavailable, make_codec
-    from cgdm.pipeline import resolve_device
-
     if args.threads:
-        import torch
+        import torch  # lazy: torch only to set its thread count when asked
 
         torch.set_num_threads(args.threads)
     encode = read_encode_table(args.encode_csv)
@@ -512,10 +500,8 @@ def _decode_main(args) -> int:
 
 
 def _metrics_main(args) -> int:
-    from cgdm.evaluation.metrics import ImageMetrics
-
     if args.threads:
-        import torch
+        import torch  # lazy: torch only to set its thread count when asked
 
         torch.set_num_threads(args.threads)
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]

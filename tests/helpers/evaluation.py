@@ -76,7 +76,7 @@ def seed_weights_cache(cache: Path, monkeypatch, keys=("lpips_alex_v0.1", "alexn
     import torch
     import torchvision
 
-    from cgdm.evaluation import weights as W
+    from cgdm import weights as W
 
     g = torch.Generator().manual_seed(0)
     writers = {

@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from cgdm.imageio import atomic_write_bytes
+
 
 class CodecUnavailable(RuntimeError):
     """The codec cannot run here (binary not installed, weights not reachable); the message says why
@@ -39,6 +41,10 @@ class Codec(ABC):
     kind: ClassVar[str] = "classical"
     #: file suffix of the bitstream written to disk
     extension: ClassVar[str] = ".bin"
+    #: True for codecs that hit any target bpp on an image (``encode(image, {"bpp": target})`` searches
+    #: their quality parameter; they expose ``levels`` and ``last_quality``): the report's crops
+    #: rate-match them (:mod:`cgdm.evaluation.crops`). Set by :class:`baselines.classical.ClassicalCodec`.
+    rate_matchable: ClassVar[bool] = False
 
     def __init__(self, name: str, models: dict[str, str] | None = None, device: str = "cpu", **params: Any):
         self.name = name
@@ -84,8 +90,6 @@ class BitstreamInfo:
 
 def write_bitstream(path: str | os.PathLike, data: bytes, image_shape: tuple[int, ...]) -> BitstreamInfo:
     """Write ``data`` to ``path`` and measure the rate from the file on disk."""
-    from cgdm.imageio import atomic_write_bytes
-
     path = Path(path)
     atomic_write_bytes(path, data)
     h, w = image_shape[:2]
@@ -108,5 +112,5 @@ def make_codec(name: str, entry: dict, model_paths: dict[str, str] | None = None
     """Build the codec of one config entry. ``model_paths`` maps the entry's model roles to files."""
     cls = import_object(entry["class"])
     if not (isinstance(cls, type) and issubclass(cls, Codec)):
-        raise TypeError(f"codec {name!r}: {entry['class']} is not a baselines.base.Codec subclass")
+        raise TypeError(f"codec {name!r}: {entry['class']} is not a cgdm.harness.codecs.Codec subclass")
     return cls(name, models=model_paths, device=device, **entry.get("params", {}))

@@ -1,0 +1,15 @@
+"""Stable hashes of configuration fragments, shared by the trainers (resume checks) and the results'
+provenance (:mod:`cgdm.results` re-exports :func:`config_hash`). Standard library only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+__all__ = ["config_hash"]
+
+
+def config_hash(obj) -> str:
+    """Stable short hash of a JSON-able config fragment (key order does not matter)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
