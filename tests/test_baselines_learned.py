@@ -110,7 +110,7 @@ def test_trainer_resumes_after_a_kill(train_images, tmp_path, kill_at):
     assert not (tmp_path / "b.pt.state").exists()
     a, b = load_checkpoint(tmp_path / "a.pt")["state_dict"], load_checkpoint(tmp_path / "b.pt")["state_dict"]
     assert len(a) == len(b) == 2
-    for sa, sb in zip(a, b):
+    for sa, sb in zip(a, b, strict=True):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
