@@ -43,7 +43,7 @@ for _name, _entry in MODELS.items():
 # `retrain: true`. Checked here, before any job runs: the weights must have been trained from this very
 # entry, and a model installed from the zoo may only build on models installed from the zoo (a decoder
 # trained on the shipped base is meaningless on a retrained one).
-RETRAIN = bool(config.get("retrain", False))
+RETRAIN = config.get("retrain", False) in (True, "true")  # `--config retrain=true` gives a string
 
 
 def shipped(model):
