@@ -53,10 +53,12 @@ def shipped(model):
 
 from cgdm.zoo import CheckpointError, SHIPPED_DIR, check_shipped
 
+# zoo/zoo.json, read once: the checks below and the rule inputs (zoo_files) use the same table
+SHIPPED = {}
 for _name, _entry in MODELS.items():
     if shipped(_name):
         try:
-            check_shipped(shipped(_name), _entry)
+            SHIPPED[shipped(_name)] = check_shipped(shipped(_name), _entry)
         except CheckpointError as exc:
             _config_error(f"models.{_name}: {exc}")
         for _req in _entry.get("requires", []):
@@ -229,7 +231,7 @@ def model_path(model):
 def zoo_files(model):
     """The shipped weights file `model` is installed from (an input: a changed file reinstalls it)."""
     name = shipped(model)
-    return [str(SHIPPED_DIR / check_shipped(name, MODELS[model]).file)] if name else []
+    return [str(SHIPPED_DIR / SHIPPED[name].file)] if name else []
 
 
 def codec_models(codec):
