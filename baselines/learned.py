@@ -51,8 +51,7 @@ from cgdm.crops import RandomCrops
 from cgdm.download import DownloadError, download, sha256_file, sha256_matches
 from cgdm.harness.codecs import Codec, CodecUnavailable
 from cgdm.imageio import list_images
-from cgdm.results import config_hash
-from cgdm.training import rd_optimizers, set_lr
+from cgdm.training import check_extension, check_restarts, params_hash, rd_optimizers, segment_seed, set_lr
 from cgdm.zoo import atomic_torch_save, load_training_state
 
 #: total down-sampling factor of every supported architecture (g_a: 16, h_a: 4)
@@ -392,7 +391,8 @@ TRAIN_DEFAULTS = {
     "batch_size": 8,
     "patch_size": 128,     # random square crops
     "lr": 1e-3,            # higher than CompressAI's 1e-4: a few hundred steps, not a million
-    "lr_final": 0.1,       # cosine decay to this fraction of lr over each λ's steps
+    "lr_final": 0.1,       # cosine decay to this fraction of lr over each λ's steps (each segment's)
+    "restarts": [],        # warm restarts within each λ's steps (cgdm.training); segment by segment, see train
     "aux_lr": 1e-3,
     "clip_max_norm": 1.0,
     "warm_start": True,    # each λ starts from the previous λ's weights: far better in few steps
@@ -413,10 +413,16 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
     own optimiser; the learning rate follows a cosine decay to ``lr_final`` over each λ's steps. Before a
     λ's model is kept, ``update(force=True)`` builds the CDF tables the range coder needs.
 
+    With ``restarts`` the steps of every λ are cut into segments, trained segment by segment: first each
+    λ's first segment (the chain of warm starts), then each λ's second segment from its own weights, with
+    fresh optimisers and random streams of that segment and λ, and so on. A run's first segments are
+    therefore a shorter run, which :func:`extend_state` continues from its weights.
+
     Resumable like :func:`cgdm.train.train_base`: every ``checkpoint_every`` steps ``<out>.state`` holds
-    the network, both optimisers, both RNG states and the models of the λ already done; a killed run
-    started again with the same params continues where it stopped. ``on_step(step)`` is called after each
-    step (tests use it to simulate a kill). Written atomically; returns the checkpoint's ``meta``.
+    the network, both optimisers, both RNG states and the models of the (segment, λ) units already done;
+    a killed run started again with the same params continues where it stopped. ``on_step(step)`` is
+    called after each step (tests use it to simulate a kill). Written atomically; returns the
+    checkpoint's ``meta``.
     """
     from compressai.losses import RateDistortionLoss  # lazy: CompressAI is slow to import (seconds)
 
@@ -429,54 +435,68 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
         raise ValueError("params.lambdas is empty")
     if not train_images:
         raise ValueError("no training images")
+    steps, every = int(p["steps"]), max(1, int(p["checkpoint_every"]))
+    restarts = check_restarts(p["restarts"], steps)
     if p["threads"]:
         torch.set_num_threads(int(p["threads"]))
     out = Path(out)
     state_path = out.with_name(out.name + ".state")
-    phash = config_hash({k: v for k, v in p.items() if k not in _RESUMABLE_KEYS})
+    phash = params_hash(p, _RESUMABLE_KEYS)
 
     gen = torch.Generator().manual_seed(int(p["seed"]))
     torch.manual_seed(int(p["seed"]))  # network initialisation
     data = RandomCrops([Path(f) for f in train_images], int(p["patch_size"]))
     net = build_model(p["architecture"], int(p["N"]), int(p["M"])).to(device)
     init_state = {k: v.clone() for k, v in net.state_dict().items()}
-    steps, every = int(p["steps"]), max(1, int(p["checkpoint_every"]))
-    states, stats, elapsed, resume = [], [], 0.0, None
+    bounds = [0, *restarts, steps]
+    # (segment, λ index) in training order: segment-major, so the first segments are a shorter run
+    units = [(seg, i) for seg in range(len(bounds) - 1) for i in range(len(lambdas))]
+    states, stats, elapsed, done, resume = [], [], 0.0, 0, None
     if state_path.exists():
         resume = load_training_state(state_path, phash, "different trainer params")
-        states, stats, elapsed = resume["states"], resume["stats"], float(resume["elapsed"])
-        gen.set_state(resume["crop_rng"])
-        torch.set_rng_state(resume["torch_rng"])
+        states, stats, elapsed, done = resume["states"], resume["stats"], float(resume["elapsed"]), resume["done"]
 
-    def save_state(i: int, step: int, opt, aux_opt, seconds: float) -> None:
-        atomic_torch_save({"params_hash": phash, "params": p, "lambda_index": i, "step": step,
+    def save_state(unit: int, step: int, opt, aux_opt, seconds: float) -> None:
+        atomic_torch_save({"params_hash": phash, "params": p, "done": unit, "step": step,
                            "net": net.state_dict(), "optimizer": opt.state_dict(),
                            "aux_optimizer": aux_opt.state_dict(), "crop_rng": gen.get_state(),
                            "torch_rng": torch.get_rng_state(), "states": states, "stats": stats,
                            "elapsed": seconds}, state_path)
 
-    for i, lmbda in enumerate(lambdas):
-        if i < len(states):
+    for k, (seg, i) in enumerate(units):
+        if k < done:
             continue  # done before the run was interrupted
-        step = 0
-        if not p["warm_start"]:
-            net.load_state_dict(init_state)
+        lmbda, first, last = lambdas[i], bounds[seg], bounds[seg + 1]
+        if seg == 0:  # the first segment: each λ starts from the previous λ's model (warm start) or afresh
+            net.load_state_dict(states[i - 1] if p["warm_start"] and i > 0 else init_state)
+        else:
+            # 1. a later segment continues this λ's own model with fresh random streams of its own, so it
+            #    depends on that model's weights alone (what extend_state relies on)
+            net.load_state_dict(states[i])
+            gen.manual_seed(segment_seed(int(p["seed"]), seg) + i)
+            torch.manual_seed(segment_seed(int(p["seed"]), seg) + i)
         net.train()
         criterion = RateDistortionLoss(lmbda=lmbda)
         opt, aux_opt = rd_optimizers(net, p["lr"], p["aux_lr"])
-        if resume is not None and resume["lambda_index"] == i:
+        step = first
+        if resume is not None and resume["step"] > first:  # mid-unit: its network, optimisers, streams
             net.load_state_dict(resume["net"])
             step = int(resume["step"])
-            if step > 0:  # at step 0 (the previous λ just finished) the optimisers start fresh
-                opt.load_state_dict(resume["optimizer"])
-                aux_opt.load_state_dict(resume["aux_optimizer"])
+            opt.load_state_dict(resume["optimizer"])
+            aux_opt.load_state_dict(resume["aux_optimizer"])
+        if resume is not None and (step > first or seg == 0) and resume["crop_rng"] is not None:
+            # the first segment's streams run on from λ to λ; a later segment's were just seeded
+            gen.set_state(resume["crop_rng"])
+            torch.set_rng_state(resume["torch_rng"])
+        resume = None
         t0 = time.perf_counter()
 
         # mininterval: the bar also goes to workflow log files, one update a second is plenty there
-        bar = tqdm(total=steps, initial=step, desc=f"{p['architecture']} λ={lmbda:g} ({i + 1}/{len(lambdas)})",
-                   unit="step", mininterval=1.0)
-        while step < steps:
-            set_lr((opt,), p["lr"], step, steps, p["lr_final"])
+        part = f", segment {seg + 1}/{len(bounds) - 1}" if restarts else ""
+        bar = tqdm(total=last - first, initial=step - first, unit="step", mininterval=1.0,
+                   desc=f"{p['architecture']} λ={lmbda:g} ({i + 1}/{len(lambdas)}{part})")
+        while step < last:
+            set_lr((opt,), p["lr"], step, steps, p["lr_final"], restarts)
             x = data.sample(int(p["batch_size"]), gen).to(device)
             opt.zero_grad(set_to_none=True)
             aux_opt.zero_grad(set_to_none=True)
@@ -495,18 +515,25 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
             bar.update(1)
             bar.set_postfix(loss=f"{loss['loss'].item():.3f}", bpp=f"{loss['bpp_loss'].item():.3f}",
                             psnr=f"{-10 * math.log10(max(loss['mse_loss'].item(), 1e-10)):.2f}", refresh=False)
-            if step % every == 0 and step < steps:
-                save_state(i, step, opt, aux_opt, elapsed + time.perf_counter() - t0)
+            if step % every == 0 and step < last:
+                save_state(k, step, opt, aux_opt, elapsed + time.perf_counter() - t0)
             if on_step is not None:
                 on_step(step)
         bar.close()
         net.update(force=True)
-        states.append({k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
-        stats.append({"lambda": lmbda, "loss": loss["loss"].item(), "bpp": loss["bpp_loss"].item(),
-                      "mse": loss["mse_loss"].item(), "aux": aux.item()})
+        kept = {k_: v.detach().cpu().clone() for k_, v in net.state_dict().items()}
+        if seg == 0:
+            states.append(kept)
+        else:
+            states[i] = kept
+        row = {"lambda": lmbda, "loss": loss["loss"].item(), "bpp": loss["bpp_loss"].item(),
+               "mse": loss["mse_loss"].item(), "aux": aux.item()}
+        if seg == 0:
+            stats.append(row)
+        else:
+            stats[i] = row
         elapsed += time.perf_counter() - t0
-        resume = None
-        save_state(i + 1, 0, opt, aux_opt, elapsed)  # this λ done: a kill from here on restarts at the next one
+        save_state(k + 1, 0, opt, aux_opt, elapsed)  # this unit done: a kill from here on restarts at the next
 
     import compressai  # lazy: CompressAI is slow to import (seconds)
 
@@ -514,7 +541,8 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
         "arch": p["architecture"], "N": int(p["N"]), "M": int(p["M"]), "lambdas": lambdas,
         "steps": steps, "total_steps": steps * len(lambdas),
         "batch_size": int(p["batch_size"]), "patch_size": int(p["patch_size"]), "lr": float(p["lr"]),
-        "lr_final": float(p["lr_final"]), "warm_start": bool(p["warm_start"]), "seed": int(p["seed"]),
+        "lr_final": float(p["lr_final"]), "restarts": restarts, "warm_start": bool(p["warm_start"]),
+        "seed": int(p["seed"]),
         "params_hash": phash, "train_images": sorted(Path(f).name for f in train_images),
         "final": stats, "seconds": elapsed, "ms_per_step": 1000 * elapsed / (steps * len(lambdas) or 1),
         "device": str(device), "compressai": str(compressai.__version__), "torch": str(torch.__version__),
@@ -522,6 +550,32 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
     atomic_torch_save({"state_dict": states, "meta": meta}, out)
     state_path.unlink(missing_ok=True)
     return meta
+
+
+def extend_state(params: dict, checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write ``<out>.state`` so that :func:`train` with ``params`` continues from the models of a finished,
+    shorter run (``checkpoint``): same params apart from ``steps`` and ``restarts``, whose steps per λ are
+    one of ``params["restarts"]`` (:func:`cgdm.training.check_extension`). Trained segment by segment,
+    the continuation is then the longer run itself; float16-stored tensors (a shipped zoo file) come back
+    as float32, the one difference."""
+    p = {**TRAIN_DEFAULTS, **params}
+    ckpt = load_checkpoint(checkpoint)
+    meta = ckpt["meta"]
+    done = int(meta["steps"])
+    check_extension(p, done, meta["params_hash"], _RESUMABLE_KEYS, checkpoint)
+    lambdas = sorted(float(x) for x in p["lambdas"])
+    if len(ckpt["state_dict"]) != len(lambdas):
+        raise ValueError(f"{checkpoint} holds {len(ckpt['state_dict'])} models for {len(lambdas)} λ")
+    states = [{k: v.float() if v.is_floating_point() else v for k, v in sd.items()} for sd in ckpt["state_dict"]]
+    segments_done = 1 + sum(1 for r in p["restarts"] if r < done)
+    path = Path(out).with_name(Path(out).name + ".state")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"params_hash": params_hash(p, _RESUMABLE_KEYS), "params": p,
+                       "done": segments_done * len(lambdas), "step": 0, "net": None, "optimizer": None,
+                       "aux_optimizer": None, "crop_rng": None, "torch_rng": None, "states": states,
+                       "stats": list(meta.get("final") or []), "elapsed": float(meta.get("seconds", 0.0)),
+                       "extended_from": str(checkpoint)}, path)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ COMMANDS = {
     "encode": ("cgdm.pipeline", "main", "encode a dataset with one codec at one rate (workflow step)"),
     "train-model": ("cgdm.pipeline", "train_model_main", "train one model of the config (workflow step)"),
     "zoo-ship": ("cgdm.pipeline", "zoo_ship_main", "copy trained models into zoo/ (workflow step)"),
+    "zoo-extend": ("cgdm.pipeline", "zoo_extend_main", "continue training shipped models from their weights"),
 }
 
 

@@ -173,6 +173,44 @@ def train_model_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def zoo_extend_main(argv: list[str] | None = None) -> int:
+    """Start a longer training of shipped models from their weights: for each config model, write the
+    resumable state ``resources/models/MODEL.pt.state`` from its shipped file, so that ``snakemake train_zoo
+    --config retrain=true`` continues from it instead of training from scratch. The entry's params must be
+    the shipped ones apart from more ``steps`` and a ``restarts`` entry at the shipped steps (checked)."""
+    import yaml
+
+    from cgdm.zoo import SHIPPED_DIR, shipped_models  # lazy: cgdm.zoo imports torch
+
+    p = argparse.ArgumentParser(prog="cgdm zoo-extend", description=zoo_extend_main.__doc__)
+    p.add_argument("models", nargs="+", metavar="MODEL", help="config model names (with `zoo:` entries)")
+    p.add_argument("--config", default="config/config.yaml", help="workflow config holding the models")
+    args = p.parse_args(argv)
+    entries = (yaml.safe_load(Path(args.config).read_text()) or {}).get("models", {})
+    table = shipped_models()
+    for name in args.models:
+        entry = entries.get(name)
+        if entry is None or entry.get("zoo") not in table:
+            print(f"cgdm zoo-extend: {name!r} is not a model of {args.config} with shipped weights (zoo:)",
+                  file=sys.stderr)
+            return 2
+        module = entry["trainer"].split(":")[0]
+        try:
+            extend = import_object(f"{module}:extend_state")
+        except (ImportError, AttributeError):
+            print(f"cgdm zoo-extend: the trainer of {name!r} ({entry['trainer']}) cannot extend a run",
+                  file=sys.stderr)
+            return 2
+        try:
+            state = extend(entry.get("params", {}), Path(SHIPPED_DIR) / table[entry["zoo"]].file,
+                           Path(f"resources/models/{name}.pt"))
+        except ValueError as exc:
+            print(f"cgdm zoo-extend: {name}: {exc}", file=sys.stderr)
+            return 2
+        print(f"{name}: training will continue from the shipped weights ({state})")
+    return 0
+
+
 def zoo_ship_main(argv: list[str] | None = None) -> int:
     """Workflow step of ``train_zoo``: copy freshly trained models into zoo/ and rewrite zoo/zoo.json."""
     from cgdm.zoo import ship  # lazy: cgdm.zoo imports torch

@@ -41,13 +41,12 @@ from tqdm.auto import tqdm
 
 from cgdm.codec import ARCH, BaseCodec, estimate_bits
 from cgdm.crops import RandomCrops
-from cgdm.hashing import config_hash
 from cgdm.imageio import list_images
 from cgdm.train_diffusion import train_decoder
-from cgdm.training import rd_optimizers, set_lr
+from cgdm.training import check_extension, check_restarts, params_hash, rd_optimizers, segment, segment_seed, set_lr
 from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
 
-__all__ = ["DEFAULT_PARAMS", "main", "train_base"]
+__all__ = ["DEFAULT_PARAMS", "extend_state", "main", "train_base"]
 
 #: quick-profile defaults; the paper profile sets N=128, M=192 and more steps
 DEFAULT_PARAMS: dict = {
@@ -62,7 +61,8 @@ DEFAULT_PARAMS: dict = {
     "batch_size": 8,
     "patch_size": 128,
     "lr": 3e-4,
-    "lr_final": 0.1,  # cosine decay to this fraction of lr over `steps`
+    "lr_final": 0.1,  # cosine decay to this fraction of lr over `steps` (over each segment with restarts)
+    "restarts": [],  # warm restarts (cgdm.training): fresh cosine, optimizers and random streams at these steps
     "aux_lr": 1e-3,
     "clip_max_norm": 1.0,
     "seed": 0,
@@ -75,6 +75,36 @@ _RESUMABLE_KEYS = {"steps", "checkpoint_every", "threads"}
 
 def _state_path(out: Path) -> Path:
     return out.with_name(out.name + ".state")
+
+
+def _params_hash(p: dict) -> str:
+    return params_hash(p, _RESUMABLE_KEYS)
+
+
+def extend_state(params: dict, checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write ``<out>.state`` so that :func:`train_base` with ``params`` continues from the weights of a
+    finished, shorter run (``checkpoint``) instead of training from scratch.
+
+    Allowed when ``params`` are the checkpoint's own except ``steps`` and ``restarts``, and the
+    checkpoint's steps are one of ``params["restarts"]`` (:func:`cgdm.training.check_extension`): the
+    continuation is then exactly the longer run trained from scratch (the weights are float32)."""
+    p = {**DEFAULT_PARAMS, **params}
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    done = int(ckpt["meta"]["steps"])
+    check_extension(p, done, ckpt["meta"]["params_hash"], _RESUMABLE_KEYS, checkpoint)
+    model = BaseCodec(N=p["N"], M=p["M"], num_rates=len(p["lambdas"]), syntax_dim=p["syntax_dim"],
+                      syntax_pool_channels=p["syntax_pool_channels"])
+    fresh = model.state_dict()
+    # the CDF tables built at export are empty during training: keep the fresh (empty) ones
+    weights = {k: (fresh[k] if fresh[k].shape != v.shape else v.float() if v.is_floating_point() else v)
+               for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(weights)
+    path = _state_path(Path(out))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({"step": done, "params_hash": _params_hash(p), "params": p, "model": model.state_dict(),
+                       "optimizer": None, "aux_optimizer": None, "torch_rng": None, "crop_rng": None,
+                       "cuda_rng": None, "extended_from": str(checkpoint)}, path)
+    return path
 
 
 def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -104,10 +134,11 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
     lambdas = [float(v) for v in p["lambdas"]]
     if not lambdas or any(v <= 0 for v in lambdas):
         raise ValueError(f"lambdas must be a non-empty list of positive numbers, got {p['lambdas']}")
+    restarts = check_restarts(p["restarts"], p["steps"])
     if p["threads"]:
         torch.set_num_threads(int(p["threads"]))
     device = torch.device(device)
-    phash = config_hash({k: v for k, v in p.items() if k not in _RESUMABLE_KEYS})
+    phash = _params_hash(p)
 
     data = RandomCrops([Path(f) for f in train_images], int(p["patch_size"]))
     torch.manual_seed(int(p["seed"]))  # network init and quantisation noise
@@ -124,13 +155,18 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
         # RNG states must stay on the CPU; the optimizers move their state to the parameters' device
         state = load_training_state(state_path, phash, "different training params")
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        aux_optimizer.load_state_dict(state["aux_optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        generator.set_state(state["crop_rng"])
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"], device)
         step = int(state["step"])
+        if state["optimizer"] is None:  # made by extend_state: weights only, at a restart (reset below)
+            if step not in restarts:
+                raise ValueError(f"{state_path} holds weights only, at step {step}, which is not one of the "
+                                 f"restarts {restarts}; delete it to start over")
+        else:
+            optimizer.load_state_dict(state["optimizer"])
+            aux_optimizer.load_state_dict(state["aux_optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            generator.set_state(state["crop_rng"])
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
     elif state_path.exists():
         warnings.warn(f"{state_path} exists from an earlier run and will be overwritten (resume=False)",
                       stacklevel=2)
@@ -149,7 +185,14 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
                dynamic_ncols=True)
     t_start, steps_timed, last = time.perf_counter(), 0, {}
     while step < total:
-        set_lr((optimizer,), p["lr"], step, total, p["lr_final"])
+        if step in restarts:
+            # 1. a warm restart: fresh optimizers and random streams of the new segment, so this state depends
+            #    on the weights alone and a shorter run's weights can be extended (extend_state)
+            optimizer, aux_optimizer = rd_optimizers(model, p["lr"], p["aux_lr"])
+            seed = segment_seed(int(p["seed"]), segment(step, total, restarts)[0])
+            torch.manual_seed(seed)
+            generator.manual_seed(seed)
+        set_lr((optimizer,), p["lr"], step, total, p["lr_final"], restarts)
         x = data.sample(int(p["batch_size"]), generator).to(device)
         r = torch.randint(len(lambdas), (x.size(0),), generator=generator).to(device)
         optimizer.zero_grad(set_to_none=True)

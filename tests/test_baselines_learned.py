@@ -114,6 +114,41 @@ def test_trainer_resumes_after_a_kill(train_images, tmp_path, kill_at):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_trainer_restarts_and_extension_equal_training_from_scratch(train_images, tmp_path):
+    from baselines.learned import extend_state
+
+    params = {**TINY, "architecture": "bmshj2018-hyperprior", "steps": 4, "checkpoint_every": 1}
+    longer = {**params, "steps": 6, "restarts": [4]}
+    train(longer, train_images, tmp_path / "scratch.pt", {}, "cpu")
+    train(params, train_images, tmp_path / "short.pt", {}, "cpu")
+    # the shorter run is the longer one's first segment: its weights are extended, not retrained
+    extend_state(longer, tmp_path / "short.pt", tmp_path / "ext.pt")
+    steps = []
+    train(longer, train_images, tmp_path / "ext.pt", {}, "cpu", on_step=steps.append)
+    assert steps == [5, 6, 5, 6]  # only the second segment of each λ
+    a, b = load_checkpoint(tmp_path / "scratch.pt")["state_dict"], load_checkpoint(tmp_path / "ext.pt")["state_dict"]
+    for sa, sb in zip(a, b, strict=True):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # killed in the middle of a second segment and resumed: still the same
+    calls = []
+
+    def kill(step):
+        calls.append(step)
+        if len(calls) == 9:  # the first λ's step 5 of 6 (4 + 4 steps of segment 1, then one more)
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(longer, train_images, tmp_path / "k.pt", {}, "cpu", on_step=kill)
+    train(longer, train_images, tmp_path / "k.pt", {}, "cpu")
+    c = load_checkpoint(tmp_path / "k.pt")["state_dict"]
+    for sa, sc in zip(a, c, strict=True):
+        assert all(torch.equal(sa[k], sc[k]) for k in sa)
+    with pytest.raises(ValueError, match="must contain 4"):
+        extend_state({**params, "steps": 6, "restarts": [3]}, tmp_path / "short.pt", tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="other params than these"):
+        extend_state({**longer, "lr": 5e-4}, tmp_path / "short.pt", tmp_path / "bad.pt")
+
+
 def test_trainer_refuses_a_state_of_other_params(train_images, tmp_path):
     params = {**TINY, "architecture": "bmshj2018-hyperprior", "steps": 4, "checkpoint_every": 1}
 

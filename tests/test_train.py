@@ -104,6 +104,37 @@ def test_resume_checks_params(images, tmp_path):
         train_base(TINY, [], out)
 
 
+def test_restarts_reset_the_schedule_and_extension_equals_training_from_scratch(images, tmp_path):
+    from cgdm.training import lr_factor, segment
+
+    # the schedule restarts: step 4 of a 6-step run with a restart at 4 has the full learning rate again
+    assert segment(4, 6, [4]) == (1, 4, 6) and segment(3, 6, [4]) == (0, 0, 4)
+    assert lr_factor(4 - 4, 2, 0.1) == 1.0
+    with pytest.raises(ValueError, match="restarts must be"):
+        train_base({**TINY, "restarts": [6]}, images, tmp_path / "x.pth", progress=False)
+
+    longer = {**TINY, "steps": 6, "restarts": [4]}
+    scratch = load_checkpoint(train_base(longer, images, tmp_path / "scratch.pth", progress=False))
+    short = train_base({**TINY, "steps": 4}, images, tmp_path / "short.pth", progress=False)
+    train.extend_state(longer, short, tmp_path / "ext.pth")
+    extended = load_checkpoint(train_base(longer, images, tmp_path / "ext.pth", progress=False))
+    assert extended["meta"]["weights_sha256"] == scratch["meta"]["weights_sha256"]
+    # and the restart does change the run: without it the same 6 steps end elsewhere
+    plain = load_checkpoint(train_base({**TINY, "steps": 6}, images, tmp_path / "plain.pth", progress=False))
+    assert plain["meta"]["weights_sha256"] != scratch["meta"]["weights_sha256"]
+
+    with pytest.raises(ValueError, match="must contain 4"):
+        train.extend_state({**TINY, "steps": 6, "restarts": [3]}, short, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="other params than these"):
+        train.extend_state({**longer, "lr": 5e-4}, short, tmp_path / "bad.pth")
+    # a weights-only state anywhere but at a restart is refused, not silently mixed with a fresh optimizer
+    state_path = train.extend_state(longer, short, tmp_path / "moved.pth")
+    state = torch.load(state_path, weights_only=False)
+    torch.save({**state, "step": 3}, state_path)
+    with pytest.raises(ValueError, match="not one of the restarts"):
+        train_base(longer, images, tmp_path / "moved.pth", progress=False)
+
+
 def test_cli_train_and_decoder_dispatch(images, tmp_path, monkeypatch):
     cfg = {"stage": "base", "out": str(tmp_path / "cli.pth"), "train_images": str(images[0].parent),
            "params": {**TINY, "steps": 2}}
