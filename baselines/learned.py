@@ -451,10 +451,11 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
     bounds = [0, *restarts, steps]
     # (segment, λ index) in training order: segment-major, so the first segments are a shorter run
     units = [(seg, i) for seg in range(len(bounds) - 1) for i in range(len(lambdas))]
-    states, stats, elapsed, done, resume = [], [], 0.0, 0, None
+    states, stats, elapsed, done, resume, extended_from = [], [], 0.0, 0, None, None
     if state_path.exists():
         resume = load_training_state(state_path, phash, "different trainer params")
         states, stats, elapsed, done = resume["states"], resume["stats"], float(resume["elapsed"]), resume["done"]
+        extended_from = resume.get("extended_from")
 
     def save_state(unit: int, step: int, opt, aux_opt, seconds: float) -> None:
         atomic_torch_save({"params_hash": phash, "params": p, "done": unit, "step": step,
@@ -547,6 +548,8 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
         "final": stats, "seconds": elapsed, "ms_per_step": 1000 * elapsed / (steps * len(lambdas) or 1),
         "device": str(device), "compressai": str(compressai.__version__), "torch": str(torch.__version__),
     }
+    if extended_from:
+        meta["extended_from"] = extended_from
     atomic_torch_save({"state_dict": states, "meta": meta}, out)
     state_path.unlink(missing_ok=True)
     return meta

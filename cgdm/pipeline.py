@@ -185,9 +185,10 @@ def zoo_extend_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cgdm zoo-extend", description=zoo_extend_main.__doc__)
     p.add_argument("models", nargs="+", metavar="MODEL", help="config model names (with `zoo:` entries)")
     p.add_argument("--config", default="config/config.yaml", help="workflow config holding the models")
+    p.add_argument("--zoo-dir", default=str(SHIPPED_DIR), help="folder of the shipped weights (default: zoo/)")
     args = p.parse_args(argv)
     entries = (yaml.safe_load(Path(args.config).read_text()) or {}).get("models", {})
-    table = shipped_models()
+    table = shipped_models(args.zoo_dir)
     for name in args.models:
         entry = entries.get(name)
         if entry is None or entry.get("zoo") not in table:
@@ -202,7 +203,7 @@ def zoo_extend_main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         try:
-            state = extend(entry.get("params", {}), Path(SHIPPED_DIR) / table[entry["zoo"]].file,
+            state = extend(entry.get("params", {}), Path(args.zoo_dir) / table[entry["zoo"]].file,
                            Path(f"resources/models/{name}.pt"))
         except ValueError as exc:
             print(f"cgdm zoo-extend: {name}: {exc}", file=sys.stderr)

@@ -148,7 +148,7 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
     model.to(device).train()
     optimizer, aux_optimizer = rd_optimizers(model, p["lr"], p["aux_lr"])
     generator = torch.Generator().manual_seed(int(p["seed"]))
-    step = 0
+    step, extended_from = 0, None
 
     state_path = _state_path(out)
     if resume and state_path.exists():
@@ -157,6 +157,7 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
         model.load_state_dict(state["model"])
         step = int(state["step"])
         if state["optimizer"] is None:  # made by extend_state: weights only, at a restart (reset below)
+            extended_from = state.get("extended_from")
             if step not in restarts:
                 raise ValueError(f"{state_path} holds weights only, at step {step}, which is not one of the "
                                  f"restarts {restarts}; delete it to start over")
@@ -228,6 +229,8 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
         "train_images": len(data.images), "device": str(device), "ms_per_step": round(ms_per_step, 1),
         "final": last,
     }
+    if extended_from:
+        meta["extended_from"] = extended_from
     save_checkpoint(out, model.state_dict(), meta)
     state_path.unlink(missing_ok=True)
     return out

@@ -135,6 +135,28 @@ def test_restarts_reset_the_schedule_and_extension_equals_training_from_scratch(
         train_base(longer, images, tmp_path / "moved.pth", progress=False)
 
 
+def test_zoo_extend_continues_a_shipped_model(images, tmp_path, monkeypatch):
+    from cgdm import zoo
+    from cgdm.pipeline import zoo_extend_main
+
+    spec = {"trainer": "cgdm.train:train_base", "zoo": "tiny", "params": {**TINY, "steps": 4}}
+    zoo.ship({"tiny": (spec, train_base(spec["params"], images, tmp_path / "t.pth", progress=False), {})},
+             "r1", tmp_path / "zoo")
+    longer = {**spec, "params": {**TINY, "steps": 6, "restarts": [4]}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"models": {"tiny": longer, "plain": {**longer, "zoo": None}}}))
+    monkeypatch.chdir(tmp_path)
+    args = ["--config", str(config), "--zoo-dir", str(tmp_path / "zoo")]
+    assert zoo_extend_main(["tiny", *args]) == 0
+    steps = []
+    out = train_base(longer["params"], images, tmp_path / "resources" / "models" / "tiny.pt", progress=False,
+                     on_step=steps.append)
+    assert steps == [5, 6] and load_checkpoint(out)["meta"]["extended_from"] == str(tmp_path / "zoo" / "tiny.pt")
+    assert zoo_extend_main(["plain", *args]) == 2  # no shipped weights to continue
+    config.write_text(yaml.safe_dump({"models": {"tiny": {**spec, "params": {**TINY, "steps": 6}}}}))
+    assert zoo_extend_main(["tiny", *args]) == 2  # no restart at the shipped steps: it cannot continue
+
+
 def test_cli_train_and_decoder_dispatch(images, tmp_path, monkeypatch):
     cfg = {"stage": "base", "out": str(tmp_path / "cli.pth"), "train_images": str(images[0].parent),
            "params": {**TINY, "steps": 2}}

@@ -166,6 +166,28 @@ def test_ship_then_install_copies_the_exact_file(small_ckpt, shipped, tmp_path):
     assert load_checkpoint(out)["meta"]["weights_sha256"] == small_ckpt[1]
 
 
+def test_ship_halves_a_baselines_file_and_keeps_the_provenance_it_continued(tmp_path):
+    # the learned baselines' format: one state dict per lambda; large float tensors go to float16
+    path = tmp_path / "b.pt"
+    sd = {"w": torch.randn(2048), "bias": torch.randn(10), "cdf": torch.arange(4096, dtype=torch.int32)}
+    torch.save({"state_dict": [sd, sd], "meta": {"arch": "bmshj2018-hyperprior", "steps": 2}}, path)
+    spec = {"trainer": "baselines.learned:train", "params": {"steps": 2}}
+    folder = tmp_path / "zoo"
+    zoo.ship({"b": (spec, path, {"cpu_s": 1.0})}, "r1", folder)
+    stored = torch.load(folder / "b.pt", weights_only=True)
+    assert [d["w"].dtype for d in stored["state_dict"]] == [torch.float16] * 2
+    assert stored["state_dict"][0]["bias"].dtype == torch.float32
+    assert torch.equal(stored["state_dict"][0]["cdf"], sd["cdf"]) and "float16" in stored["meta"]["stored_as"]
+    assert "continued_from" not in zoo.shipped_models(folder)["b"].provenance
+    # trained further from the shipped weights (cgdm zoo-extend): the earlier sitting's provenance is kept
+    torch.save({"state_dict": [sd, sd], "meta": {"arch": "bmshj2018-hyperprior", "steps": 3,
+                                                 "extended_from": str(folder / "b.pt")}}, path)
+    zoo.ship({"b": ({**spec, "params": {"steps": 3}}, path, {"cpu_s": 2.0})}, "r2", folder)
+    prov = zoo.shipped_models(folder)["b"].provenance
+    assert prov["revision"] == "r2" and prov["cpu_s"] == 2.0
+    assert prov["continued_from"]["revision"] == "r1" and prov["continued_from"]["cpu_s"] == 1.0
+
+
 def test_install_refuses_other_params_naming_the_fix(shipped, tmp_path):
     other = {**SPEC, "params": {**SPEC["params"], "steps": 4}}
     with pytest.raises(CheckpointError, match="trained with another spec.*retrain: true"):
