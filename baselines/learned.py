@@ -31,7 +31,6 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import os
 import struct
@@ -52,7 +51,8 @@ from cgdm.download import DownloadError, download, sha256_file, sha256_matches
 from cgdm.harness.codecs import Codec, CodecUnavailable
 from cgdm.imageio import list_images
 from cgdm.training import check_extension, check_restarts, params_hash, rd_optimizers, segment_seed, set_lr
-from cgdm.zoo import atomic_torch_save, load_training_state
+from cgdm.zoo import CheckpointError, atomic_torch_save, load_training_state, save_checkpoint
+from cgdm.zoo import load_checkpoint as zoo_load_checkpoint
 
 #: total down-sampling factor of every supported architecture (g_a: 16, h_a: 4)
 PAD_MULTIPLE = 64
@@ -175,14 +175,12 @@ class CompressAICodec(Codec):
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by :func:`train` (CPU tensors); clear error when it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not (isinstance(ckpt, dict) and "state_dict" in ckpt and "meta" in ckpt
-            and isinstance(ckpt["state_dict"], list) and ckpt["meta"].get("arch") in ARCHITECTURES):
-        raise ValueError(f"{path}: not a checkpoint of baselines.learned.train (expected state_dict list + meta)")
+    """Read a checkpoint written by :func:`train` (CPU tensors), hash-checked like every checkpoint of the
+    suite (:func:`cgdm.zoo.load_checkpoint`); clear error when it is not one."""
+    ckpt = zoo_load_checkpoint(path)
+    if not (isinstance(ckpt["state_dict"], list) and ckpt["meta"].get("arch") in ARCHITECTURES):
+        raise CheckpointError(f"{path}: not a checkpoint of baselines.learned.train (expected a list of "
+                              f"state dicts and one of the architectures {sorted(ARCHITECTURES)})")
     return ckpt
 
 
@@ -213,26 +211,20 @@ class CompressAITrained(CompressAICodec):
 
     @cached_property
     def checkpoint(self) -> dict:
-        try:
-            return load_checkpoint(self.checkpoint_path)
-        except FileNotFoundError as exc:
-            raise CodecUnavailable(f"{self.name}: {exc}; train it first (the workflow's train rule, or "
-                                   "python -m baselines.learned --help)") from exc
+        if not self.checkpoint_path.is_file():
+            raise CodecUnavailable(f"{self.name}: {self.checkpoint_path}: no such checkpoint; train it first (the "
+                                   "workflow's train rule, or python -m baselines.learned --help)")
+        return load_checkpoint(self.checkpoint_path)
 
     def check_available(self) -> None:
         self.checkpoint  # noqa: B018 (loads and validates)
 
     @cached_property
     def weights(self) -> str:
-        steps = self.checkpoint["meta"]["steps"]
-        # a hash of the weights themselves, not of the file: its metadata holds wall times, so two runs
-        # that train identical weights (e.g. one killed and resumed) must not differ in provenance
-        digest = hashlib.sha256()
-        for state in self.checkpoint["state_dict"]:
-            for key, tensor in sorted(state.items()):
-                digest.update(key.encode())
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return f"trained-here:{steps}:{digest.hexdigest()[:12]}"
+        meta = self.checkpoint["meta"]
+        # the hash of the weights themselves (checked at load), not of the file: its metadata holds wall
+        # times, so two runs that train identical weights (e.g. one killed and resumed) share provenance
+        return f"trained-here:{meta['steps']}:{meta['weights_sha256'][:12]}"
 
     @property
     def version(self) -> str:
@@ -550,7 +542,7 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
     }
     if extended_from:
         meta["extended_from"] = extended_from
-    atomic_torch_save({"state_dict": states, "meta": meta}, out)
+    save_checkpoint(out, states, meta)
     state_path.unlink(missing_ok=True)
     return meta
 

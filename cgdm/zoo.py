@@ -98,10 +98,13 @@ ZOO: dict[str, ZooEntry] = {
 
 
 # -- checkpoints ------------------------------------------------------------------------------------
-def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 over the names, dtypes, shapes and raw bytes of every tensor, in sorted name order.
+def weights_sha256(state_dict: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> str:
+    """sha256 over the names, dtypes, shapes and raw bytes of every tensor, in sorted name order; for a
+    list of state dicts (the learned baselines' one model per lambda), over the list of their hashes.
 
     Independent of the pickle format and the device, so the same weights always hash the same."""
+    if isinstance(state_dict, list):
+        return hashlib.sha256("list|".join(weights_sha256(sd) for sd in state_dict).encode()).hexdigest()
     h = hashlib.sha256()
     for name in sorted(state_dict):
         t = state_dict[name]
@@ -146,12 +149,15 @@ def load_training_state(path: str | os.PathLike, params_hash: str, mismatch: str
     return state
 
 
-def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: dict, **extra) -> str:
-    """Write ``{"state_dict", "meta", **extra}`` atomically; ``meta["weights_sha256"]`` is filled in.
+def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]],
+                    meta: dict, **extra) -> str:
+    """Write ``{"state_dict", "meta", **extra}`` atomically; ``meta["weights_sha256"]`` is filled in. The
+    state dict may be a list of them (one model per lambda, as the learned baselines store).
 
     Returns the weights hash."""
     path = Path(path)
-    state_dict = {k: v.detach().to("cpu") for k, v in state_dict.items()}
+    state_dict = ([{k: v.detach().to("cpu") for k, v in sd.items()} for sd in state_dict]
+                  if isinstance(state_dict, list) else {k: v.detach().to("cpu") for k, v in state_dict.items()})
     meta = dict(meta, weights_sha256=weights_sha256(state_dict))
     for key in ("arch", "steps"):
         if key not in meta:
@@ -275,11 +281,11 @@ def _copy_for_zoo(src: Path, dest: Path) -> None:
     if not isinstance(ckpt.get("state_dict"), list):
         shutil.copyfile(src, dest)
         return
-    ckpt["state_dict"] = [{k: v.half() if v.is_floating_point() and v.numel() >= _HALF_MIN else v
-                           for k, v in sd.items()} for sd in ckpt["state_dict"]]
-    ckpt["meta"] = dict(ckpt["meta"], stored_as=f"float16 for float tensors of >= {_HALF_MIN} elements "
-                        "(shipped zoo file), float32 otherwise")
-    atomic_torch_save(ckpt, dest)
+    states = [{k: v.half() if v.is_floating_point() and v.numel() >= _HALF_MIN else v for k, v in sd.items()}
+              for sd in ckpt["state_dict"]]
+    meta = dict(ckpt["meta"], stored_as=f"float16 for float tensors of >= {_HALF_MIN} elements (shipped zoo "
+                "file), float32 otherwise")
+    save_checkpoint(dest, states, meta)  # the hash covers the float16 tensors the file holds
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from baselines.learned import (
 )
 from cgdm.harness.codecs import CodecUnavailable, make_codec, write_bitstream
 from cgdm.imageio import load_image
+from cgdm.zoo import CheckpointError, save_checkpoint
 
 KODAK = Path(__file__).resolve().parent.parent / "data" / "kodak"
 TINY = {"N": 8, "M": 12, "lambdas": [0.01, 0.05], "steps": 3, "batch_size": 2, "patch_size": 64, "seed": 0}
@@ -181,6 +182,11 @@ def test_trained_codec_round_trip(checkpoint, odd_image, tmp_path):
     first = next(k for k, v in ckpt["state_dict"][0].items() if v.is_floating_point())
     ckpt["state_dict"][0][first] = ckpt["state_dict"][0][first] + 1e-3
     torch.save(ckpt, tmp_path / "changed.pt")
+    # other weights under the recorded hash: refused at load, never measured under the old id
+    with pytest.raises(CheckpointError, match="does not match the recorded"):
+        make_codec("hp", {"class": "baselines.learned.CompressAITrained"},
+                   {"net": str(tmp_path / "changed.pt")}).check_available()
+    save_checkpoint(tmp_path / "changed.pt", ckpt["state_dict"], ckpt["meta"])
     assert make_codec("hp", {"class": "baselines.learned.CompressAITrained"},
                       {"net": str(tmp_path / "changed.pt")}).weights != codec.weights
     assert codec.kind == "learned"
