@@ -276,16 +276,18 @@ _SPEC_KEYS = ("trainer", "params", "requires")
 _HALF_MIN = 1024
 
 
-def _copy_for_zoo(src: Path, dest: Path) -> None:
+def _copy_for_zoo(src: Path, dest: Path) -> str | None:
+    """Copy a trained checkpoint into the zoo (a baselines file with float16 large tensors); returns the
+    stored file's weights hash."""
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
     if not isinstance(ckpt.get("state_dict"), list):
         shutil.copyfile(src, dest)
-        return
+        return ckpt["meta"].get("weights_sha256")
     states = [{k: v.half() if v.is_floating_point() and v.numel() >= _HALF_MIN else v for k, v in sd.items()}
               for sd in ckpt["state_dict"]]
     meta = dict(ckpt["meta"], stored_as=f"float16 for float tensors of >= {_HALF_MIN} elements (shipped zoo "
                 "file), float32 otherwise")
-    save_checkpoint(dest, states, meta)  # the hash covers the float16 tensors the file holds
+    return save_checkpoint(dest, states, meta)  # the hash covers the float16 tensors the file holds
 
 
 @dataclass(frozen=True)
@@ -362,10 +364,9 @@ def ship(models: dict[str, tuple[dict, Path, dict]], revision: str,
         dest = folder / f"{name}.pt"
         prov = {"revision": revision, "device": str(meta.get("device", "?")),
                 "steps": meta.get("total_steps", meta.get("steps")), "train_images": meta.get("train_images"),
-                "weights_sha256": meta.get("weights_sha256"), **extra}
+                "weights_sha256": _copy_for_zoo(Path(path), dest), **extra}
         if meta.get("extended_from") and name in rows:
             prov["continued_from"] = rows[name].provenance
-        _copy_for_zoo(Path(path), dest)
         if isinstance(prov["train_images"], list):
             prov["train_images"] = len(prov["train_images"])
         rows[name] = ShippedModel(name, dest.name, sha256_file(dest), _spec(entry), prov)

@@ -178,6 +178,9 @@ def test_ship_halves_a_baselines_file_and_keeps_the_provenance_it_continued(tmp_
     assert [d["w"].dtype for d in stored["state_dict"]] == [torch.float16] * 2
     assert stored["state_dict"][0]["bias"].dtype == torch.float32
     assert torch.equal(stored["state_dict"][0]["cdf"], sd["cdf"]) and "float16" in stored["meta"]["stored_as"]
+    # hash-checked like every checkpoint, over the float16 tensors it holds
+    assert load_checkpoint(folder / "b.pt")["meta"]["weights_sha256"] == zoo.shipped_models(folder)["b"].provenance[
+        "weights_sha256"]
     assert "continued_from" not in zoo.shipped_models(folder)["b"].provenance
     # trained further from the shipped weights (cgdm zoo-extend): the earlier sitting's provenance is kept
     torch.save({"state_dict": [sd, sd], "meta": {"arch": "bmshj2018-hyperprior", "steps": 3,
