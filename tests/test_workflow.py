@@ -115,6 +115,15 @@ def test_unknown_anchor_is_named(fresh_checkout):
     assert "report.anchor = 'nope'" in res.output
 
 
+def test_bd_metric_that_is_not_measured_is_named(fresh_checkout):
+    res = _bad(fresh_checkout, "report:\n  anchor: jpeg\n  bd_metrics: [psnr, vmaf]\n")
+    assert res.returncode != 0
+    assert "report.bd_metrics names ['vmaf']" in res.output
+    res = _bad(fresh_checkout, "report:\n  anchor: jpeg\n  bd_metrics: [psnr]\n")
+    assert res.returncode == 0, res.output[-2000:]
+    assert "--bd-metrics psnr" in res.output  # passed on to the report step
+
+
 @pytest.mark.parametrize("cfg", ["config/config.yaml", "config/paper.yaml", ".test/config/config.yaml"])
 def test_every_published_curve_of_a_shipped_config_loads(cfg):
     import yaml

@@ -70,6 +70,11 @@ if ABLATIONS and ABLATIONS.get("full") not in CODECS:
 _anchor = config.get("report", {}).get("anchor")
 if _anchor and _anchor not in CODECS:
     _config_error(f"report.anchor = {_anchor!r} is not a codec in codecs:")
+_measured = set(config.get("metrics", {}).get("per_image", [])) | set(config.get("metrics", {}).get("distribution", []))
+_unmeasured = [m for m in config.get("report", {}).get("bd_metrics") or [] if m not in _measured]
+if _unmeasured:
+    _config_error(f"report.bd_metrics names {_unmeasured}, which metrics.per_image / metrics.distribution do "
+                  f"not compute; choose from {sorted(_measured)}")
 for _name, _entry in PUBLISHED.items():
     if _entry["dataset"] not in DATASETS:
         # Published curves for datasets we do not evaluate are simply not drawn.

@@ -51,6 +51,7 @@ rule rd_report:
         runtime=report("results/tables/runtime_table.md", caption="../report/tables.rst", category="Tables"),
     params:
         anchor=config.get("report", {}).get("anchor", ""),
+        bd_metrics=",".join(config.get("report", {}).get("bd_metrics") or []),
         labels=json.dumps(
             {c: e["label"] for c, e in {**ALL_CODECS, **PUBLISHED}.items() if e.get("label")}
         ),
@@ -60,7 +61,8 @@ rule rd_report:
         "logs/report/report.log",
     shell:
         "python -m cgdm.evaluation.report --results {input.results} --pdf {output.pdf}"
-        " --tables results/tables --anchor {params.anchor} --labels {params.labels:q} > {log} 2>&1"
+        " --tables results/tables --anchor {params.anchor} --bd-metrics {params.bd_metrics:q}"
+        " --labels {params.labels:q} > {log} 2>&1"
 
 
 rule ablation_report:
@@ -74,13 +76,14 @@ rule ablation_report:
         paired="results/tables/ablation_paired.csv",
     params:
         variants=variant_args(),
+        bd_metrics=",".join(config.get("report", {}).get("bd_metrics") or []),
     conda:
         CONDA_ENV
     log:
         "logs/report/ablations.log",
     shell:
         "python -m cgdm.evaluation.report --ablations {input.results} --seeds {input.seeds} --pdf {output.pdf}"
-        " --tables results/tables {params.variants} > {log} 2>&1"
+        " --tables results/tables --bd-metrics {params.bd_metrics:q} {params.variants} > {log} 2>&1"
 
 
 # Committed snapshot of the quick profile's outcome, shown in README.md (results/reference/ is tracked).
