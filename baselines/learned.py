@@ -396,6 +396,18 @@ TRAIN_DEFAULTS = {
 _RESUMABLE_KEYS = {"checkpoint_every", "threads"}
 
 
+def _load_weights(net: torch.nn.Module, state: dict) -> None:
+    """``net.load_state_dict(state)`` where the entropy models' CDF tables may differ in size from the
+    net's: CompressAI resizes only empty tables, and each λ's model has tables of its own size."""
+    from compressai.entropy_models import EntropyModel  # lazy: CompressAI is slow to import (seconds)
+
+    for module in net.modules():
+        if isinstance(module, EntropyModel):
+            for name in ("_quantized_cdf", "_offset", "_cdf_length"):
+                getattr(module, name).resize_(0)
+    net.load_state_dict(state)
+
+
 def train(params: dict, train_images: list[Path], out: Path, requires: dict[str, Path] | None = None,
           device: str = "cpu", *, on_step=None) -> dict:
     """Train one small CompressAI model per λ and write them all to one checkpoint at ``out``.
@@ -461,11 +473,11 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
             continue  # done before the run was interrupted
         lmbda, first, last = lambdas[i], bounds[seg], bounds[seg + 1]
         if seg == 0:  # the first segment: each λ starts from the previous λ's model (warm start) or afresh
-            net.load_state_dict(states[i - 1] if p["warm_start"] and i > 0 else init_state)
+            _load_weights(net, states[i - 1] if p["warm_start"] and i > 0 else init_state)
         else:
             # 1. a later segment continues this λ's own model with fresh random streams of its own, so it
             #    depends on that model's weights alone (what extend_state relies on)
-            net.load_state_dict(states[i])
+            _load_weights(net, states[i])
             gen.manual_seed(segment_seed(int(p["seed"]), seg) + i)
             torch.manual_seed(segment_seed(int(p["seed"]), seg) + i)
         net.train()
@@ -473,7 +485,7 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
         opt, aux_opt = rd_optimizers(net, p["lr"], p["aux_lr"])
         step = first
         if resume is not None and resume["step"] > first:  # mid-unit: its network, optimisers, streams
-            net.load_state_dict(resume["net"])
+            _load_weights(net, resume["net"])
             step = int(resume["step"])
             opt.load_state_dict(resume["optimizer"])
             aux_opt.load_state_dict(resume["aux_optimizer"])

@@ -150,6 +150,23 @@ def test_trainer_restarts_and_extension_equal_training_from_scratch(train_images
         extend_state({**longer, "lr": 5e-4}, tmp_path / "short.pt", tmp_path / "bad.pt")
 
 
+def test_weights_of_another_lambda_load_whatever_their_cdf_sizes():
+    """A later segment loads each λ's own model into the net the previous λ left, whose CDF tables have
+    another size (CompressAI resizes only empty tables)."""
+    from baselines.learned import _load_weights
+
+    other, net = build_model("bmshj2018-hyperprior", 8, 12), build_model("bmshj2018-hyperprior", 8, 12)
+    other.entropy_bottleneck.quantiles.data *= 4  # wider quantiles: longer CDFs
+    other.update(force=True)
+    net.update(force=True)
+    state = other.state_dict()
+    assert state["entropy_bottleneck._quantized_cdf"].shape != net.state_dict()["entropy_bottleneck._quantized_cdf"].shape
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        net.load_state_dict(state)
+    _load_weights(net, state)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+
+
 def test_trainer_refuses_a_state_of_other_params(train_images, tmp_path):
     params = {**TINY, "architecture": "bmshj2018-hyperprior", "steps": 4, "checkpoint_every": 1}
 
