@@ -15,7 +15,7 @@ COMMANDS = {
     "redecode": ("cgdm.redecode", "main", "rewrite a .cgdm file's decoding settings (seed, guidance, ...)"),
     "train": ("cgdm.train", "main", "train a CGDM stage from a config"),
     "bd-rate": ("cgdm.evaluation.bdrate", "main", "BD-rate between two RD curves"),
-    "download": ("cgdm.datasets", "main", "download and verify a dataset"),
+    "download": ("cgdm.cli_datasets", "download_main", "download and verify a dataset"),
     "encode": ("cgdm.pipeline", "main", "encode a dataset with one codec at one rate (workflow step)"),
     "train-model": ("cgdm.pipeline", "train_model_main", "train one model of the config (workflow step)"),
     "zoo-ship": ("cgdm.pipeline", "zoo_ship_main", "copy trained models into zoo/ (workflow step)"),

@@ -1,4 +1,5 @@
-"""Dataset registry: download, verification and extraction against a loopback HTTP server.
+"""Datasets (registry, preparation, ``cgdm download``): download, verification and extraction against a
+loopback HTTP server.
 
 The server runs in a thread on 127.0.0.1 (port 0) and serves a small zip made here; registry entries
 are injected with monkeypatch so that no test touches the real hosts.
@@ -19,8 +20,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cgdm import dataset_registry as R
 from cgdm import datasets as D
-from cgdm.datasets import Dataset, DatasetError, RemoteFile
+from cgdm.cli_datasets import download_main
+from cgdm.dataset_checksums import SHA256SUMS, read_sha256sums
+from cgdm.dataset_registry import Dataset, DatasetError, RemoteFile
+from cgdm.imageio import list_images
 
 # -- fixtures --------------------------------------------------------------------------------------
 
@@ -73,7 +78,7 @@ def _archive_entry(url: str, data: bytes = ARCHIVE, **kw) -> Dataset:
 @pytest.fixture
 def register(monkeypatch):
     def _register(ds: Dataset) -> Dataset:
-        monkeypatch.setitem(D.REGISTRY, ds.name, ds)
+        monkeypatch.setitem(R.REGISTRY, ds.name, ds)
         return ds
     return _register
 
@@ -93,7 +98,7 @@ def test_good_archive_is_extracted_flat_with_manifest(server, register, tmp_path
     assert sorted(p.name for p in images.iterdir()) == ["a.png", "b.png", "c.png"]
     for name, data in IMAGES.items():
         assert (images / name).read_bytes() == data
-    manifest = D.read_sha256sums(tmp_path / "fixture" / D.MANIFEST)
+    manifest = read_sha256sums(tmp_path / "fixture" / D.MANIFEST)
     assert manifest == {f"images/{n}": _sha(d) for n, d in IMAGES.items()}
     assert (tmp_path / D.DOWNLOADS / "fixture.zip").read_bytes() == ARCHIVE  # kept, verified
     assert D.list_dataset_images("fixture", tmp_path) == [images / n for n in sorted(IMAGES)]
@@ -167,7 +172,7 @@ def test_hand_placed_archive_is_used_offline(register, tmp_path):
     (tmp_path / D.DOWNLOADS).mkdir()
     (tmp_path / D.DOWNLOADS / "fixture.zip").write_bytes(ARCHIVE)
     images = D.prepare("fixture", tmp_path, progress=False)
-    assert len(D.list_images(images)) == 3
+    assert len(list_images(images)) == 3
 
 
 def test_interrupted_download_resumes_with_range(server, register, tmp_path):
@@ -308,16 +313,16 @@ def test_images_dropped_connection_leaves_nothing(server, register, tmp_path):
 
 def test_embedded_kodak_is_verified_and_used_in_place():
     folder = D.prepare("kodak", progress=False)
-    assert folder == D.REPO_ROOT / "data" / "kodak"
+    assert folder == R.REPO_ROOT / "data" / "kodak"
     assert [p.name for p in D.list_dataset_images("kodak")] == [f"kodim{i:02d}.png" for i in range(1, 25)]
     # the registry's checksums are those of the embedded manifest
-    assert D.read_sha256sums(folder / "SHA256SUMS") == D.REGISTRY["kodak"].image_sha256
+    assert read_sha256sums(folder / "SHA256SUMS") == R.REGISTRY["kodak"].image_sha256
 
 
 def test_tampered_embedded_kodak_is_an_error(monkeypatch, tmp_path):
     copy = tmp_path / "kodak"
-    shutil.copytree(D.REPO_ROOT / "data" / "kodak", copy)
-    monkeypatch.setitem(D.REGISTRY, "kodak", dataclasses.replace(D.REGISTRY["kodak"], embedded=str(copy)))
+    shutil.copytree(R.REPO_ROOT / "data" / "kodak", copy)
+    monkeypatch.setitem(R.REGISTRY, "kodak", dataclasses.replace(R.REGISTRY["kodak"], embedded=str(copy)))
     assert D.prepare("kodak", tmp_path / "d", progress=False) == copy
     data = bytearray((copy / "kodim07.png").read_bytes())
     data[1000] ^= 0xFF
@@ -329,7 +334,7 @@ def test_tampered_embedded_kodak_is_an_error(monkeypatch, tmp_path):
 def test_embedded_train_photos_are_verified():
     photos = D.prepare("embedded-train", progress=False)
     held_out = D.prepare("embedded-val", progress=False)
-    train, val = D.list_images(photos), D.list_images(held_out)
+    train, val = list_images(photos), list_images(held_out)
     assert (len(train), len(val)) == (36, 4)
     assert not {p.name for p in train} & {p.name for p in val}  # the validation photos are never trained on
 
@@ -343,7 +348,7 @@ def test_user_folder_with_and_without_checksums(tmp_path):
         (folder / n).write_bytes(d)
     spec = {"path": str(folder)}
     assert [p.name for p in D.list_dataset_images("mine", tmp_path, spec=spec)] == sorted(IMAGES)
-    (folder / D.SHA256SUMS).write_text("".join(f"{_sha(d)}  {n}\n" for n, d in IMAGES.items()))
+    (folder / SHA256SUMS).write_text("".join(f"{_sha(d)}  {n}\n" for n, d in IMAGES.items()))
     assert D.prepare("mine", tmp_path, spec=spec, progress=False) == folder.resolve()
     (folder / "b.png").write_bytes(b"changed")
     with pytest.raises(DatasetError, match=r"b\.png is modified or corrupt"):
@@ -357,7 +362,7 @@ def test_user_folder_with_and_without_checksums(tmp_path):
 
 def test_unknown_dataset_lists_known_names():
     with pytest.raises(DatasetError, match=r"unknown dataset 'kodac'.*clic2020-mobile-valid.*--path"):
-        D.get("kodac")
+        R.get("kodac")
 
 
 # -- registry and CLI ------------------------------------------------------------------------------
@@ -366,8 +371,8 @@ def test_registry_entries_are_complete():
     expected = {"kodak", "clic2020-professional-valid", "clic2020-mobile-valid", "clic2020-professional-test",
                 "clic2020-mobile-test", "div2k-valid-hr", "div2k-train-hr", "clic2020-professional-train",
                 "clic2020-mobile-train", "embedded-train"}
-    assert expected <= set(D.REGISTRY)
-    for ds in D.REGISTRY.values():
+    assert expected <= set(R.REGISTRY)
+    for ds in R.REGISTRY.values():
         assert ds.kind in ("images", "archive", "folder")
         assert (ds.kind == "folder") == (not ds.files)
         for f in ds.files:
@@ -377,13 +382,13 @@ def test_registry_entries_are_complete():
             assert ds.files and all(f.filename.endswith(".zip") for f in ds.files)
     # they share <root>/downloads: one file name, one file (a union dataset reuses its parts' archives)
     by_name: dict[str, set] = {}
-    for ds in D.REGISTRY.values():
+    for ds in R.REGISTRY.values():
         for f in ds.files:
             by_name.setdefault(f.filename, set()).add(f)
     assert all(len(v) == 1 for v in by_name.values()), by_name
     # the whole CLIC 2020 test set (HiFiC's and MS-ILLM's "clic2020") is the union of its two halves
-    union = D.REGISTRY["clic2020-test"]
-    assert union.files == D.REGISTRY["clic2020-professional-test"].files + D.REGISTRY["clic2020-mobile-test"].files
+    union = R.REGISTRY["clic2020-test"]
+    assert union.files == R.REGISTRY["clic2020-professional-test"].files + R.REGISTRY["clic2020-mobile-test"].files
     assert union.kind == "archive" and union.split == "test"
 
 
@@ -405,10 +410,10 @@ def test_dataset_of_two_archives_is_their_union_and_reuses_downloads(http_server
     # the archive downloaded for "pro" is reused from <root>/downloads: only the other one is fetched
     assert [path for path, _ in srv.requests] == ["/cvl/mob.zip"]
     assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.png", "c.png"]
-    assert D.read_sha256sums(tmp_path / "both" / D.MANIFEST) == {f"images/{n}": _sha(v) for n, v in IMAGES.items()}
-    assert D.main(["both", "--root", str(tmp_path), "--delete-archive"]) == 0   # already complete: no-op
-    assert "pro.zip" in _manual_help_text(D.REGISTRY["both"], tmp_path)
-    assert "mob.zip" in _manual_help_text(D.REGISTRY["both"], tmp_path)
+    assert read_sha256sums(tmp_path / "both" / D.MANIFEST) == {f"images/{n}": _sha(v) for n, v in IMAGES.items()}
+    assert download_main(["both", "--root", str(tmp_path), "--delete-archive"]) == 0   # already complete: no-op
+    assert "pro.zip" in _manual_help_text(R.REGISTRY["both"], tmp_path)
+    assert "mob.zip" in _manual_help_text(R.REGISTRY["both"], tmp_path)
 
 
 def _manual_help_text(ds, root):
@@ -428,7 +433,7 @@ def test_name_collision_across_archives_fails_and_leaves_no_images(http_server, 
 def test_cli_download_writes_marker(server, register, tmp_path, capsys):
     register(_archive_entry(f"{server.url}/cvl/fixture.zip"))
     marker = tmp_path / "done" / "fixture.json"
-    assert D.main(["fixture", "--root", str(tmp_path), "--marker", str(marker)]) == 0
+    assert download_main(["fixture", "--root", str(tmp_path), "--marker", str(marker)]) == 0
     info = json.loads(marker.read_text())
     assert info["n_images"] == 3 and info["files"] == ["a.png", "b.png", "c.png"]
     assert Path(info["images"]) == tmp_path / "fixture" / "images"
@@ -437,7 +442,7 @@ def test_cli_download_writes_marker(server, register, tmp_path, capsys):
 
 def test_cli_delete_archive(server, register, tmp_path):
     register(_archive_entry(f"{server.url}/cvl/fixture.zip"))
-    assert D.main(["fixture", "--root", str(tmp_path), "--delete-archive"]) == 0
+    assert download_main(["fixture", "--root", str(tmp_path), "--delete-archive"]) == 0
     assert not (tmp_path / D.DOWNLOADS / "fixture.zip").exists()
     assert len(D.list_dataset_images("fixture", tmp_path)) == 3
 
@@ -446,16 +451,16 @@ def test_cli_error_exits_2_with_message(register, tmp_path, capsys):
     url = f"{_closed_port_url()}/cvl/fixture.zip"
     register(_archive_entry(url))
     marker = tmp_path / "fixture.json"
-    assert D.main(["fixture", "--root", str(tmp_path), "--marker", str(marker), "--timeout", "5"]) == 2
+    assert download_main(["fixture", "--root", str(tmp_path), "--marker", str(marker), "--timeout", "5"]) == 2
     err = capsys.readouterr().err
     assert url in err and "data.mirror" in err and not marker.exists()
 
 
 def test_cli_list(capsys):
-    assert D.main(["--list"]) == 0
+    assert download_main(["--list"]) == 0
     out = capsys.readouterr().out
-    for name in D.REGISTRY:
+    for name in R.REGISTRY:
         assert name in out
-    assert D.main(["--list", "div2k-valid-hr"]) == 0
+    assert download_main(["--list", "div2k-valid-hr"]) == 0
     out = capsys.readouterr().out
     assert "20dd31fd84d777bc1cf5d6b7654a3f569c0aec74458ae094122ad1d0489900fc" in out and "448,993,893" in out

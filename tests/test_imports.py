@@ -197,6 +197,8 @@ LAYERS: dict[str, str] = {
     "cgdm.harness.codecs": HARNESS,
     "cgdm.harness.cgdm_codecs": HARNESS,
     "cgdm.availability": HARNESS,
+    "cgdm.dataset_checksums": HARNESS,
+    "cgdm.dataset_registry": HARNESS,
     "cgdm.datasets": HARNESS,
     "cgdm.pipeline": HARNESS,
     "cgdm.results": HARNESS,
@@ -225,6 +227,7 @@ LAYERS: dict[str, str] = {
     "cgdm.cli": CLI,
     "cgdm.cli_cgdm": CLI,
     "cgdm.cli_codec": CLI,
+    "cgdm.cli_datasets": CLI,
     "cgdm.cli_util": CLI,
 }
 
