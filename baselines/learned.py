@@ -466,7 +466,7 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
                            "net": net.state_dict(), "optimizer": opt.state_dict(),
                            "aux_optimizer": aux_opt.state_dict(), "crop_rng": gen.get_state(),
                            "torch_rng": torch.get_rng_state(), "states": states, "stats": stats,
-                           "elapsed": seconds}, state_path)
+                           "elapsed": seconds, "extended_from": extended_from}, state_path)
 
     for k, (seg, i) in enumerate(units):
         if k < done:

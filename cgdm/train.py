@@ -156,8 +156,8 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
         state = load_training_state(state_path, phash, "different training params")
         model.load_state_dict(state["model"])
         step = int(state["step"])
+        extended_from = state.get("extended_from")  # kept through every later save (provenance)
         if state["optimizer"] is None:  # made by extend_state: weights only, at a restart (reset below)
-            extended_from = state.get("extended_from")
             if step not in restarts:
                 raise ValueError(f"{state_path} holds weights only, at step {step}, which is not one of the "
                                  f"restarts {restarts}; delete it to start over")
@@ -177,7 +177,8 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
                            "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
                            "torch_rng": torch.get_rng_state(), "crop_rng": generator.get_state(),
                            # quantisation noise on a GPU comes from its own generator
-                           "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}, state_path)
+                           "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                           "extended_from": extended_from}, state_path)
 
     lam = torch.tensor(lambdas, device=device)
     total = int(p["steps"])

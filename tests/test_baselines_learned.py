@@ -127,6 +127,7 @@ def test_trainer_restarts_and_extension_equal_training_from_scratch(train_images
     steps = []
     train(longer, train_images, tmp_path / "ext.pt", {}, "cpu", on_step=steps.append)
     assert steps == [5, 6, 5, 6]  # only the second segment of each λ
+    assert load_checkpoint(tmp_path / "ext.pt")["meta"]["extended_from"] == str(tmp_path / "short.pt")
     a, b = load_checkpoint(tmp_path / "scratch.pt")["state_dict"], load_checkpoint(tmp_path / "ext.pt")["state_dict"]
     for sa, sb in zip(a, b, strict=True):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)

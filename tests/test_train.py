@@ -117,7 +117,12 @@ def test_restarts_reset_the_schedule_and_extension_equals_training_from_scratch(
     scratch = load_checkpoint(train_base(longer, images, tmp_path / "scratch.pth", progress=False))
     short = train_base({**TINY, "steps": 4}, images, tmp_path / "short.pth", progress=False)
     train.extend_state(longer, short, tmp_path / "ext.pth")
+    # interrupted after the restart and resumed: the same weights, and it still says what it continued
+    with pytest.raises(Interrupt):
+        train_base({**longer, "checkpoint_every": 1}, images, tmp_path / "ext.pth", progress=False,
+                   on_step=_stop_at(5))
     extended = load_checkpoint(train_base(longer, images, tmp_path / "ext.pth", progress=False))
+    assert extended["meta"]["extended_from"] == str(short)
     assert extended["meta"]["weights_sha256"] == scratch["meta"]["weights_sha256"]
     # and the restart does change the run: without it the same 6 steps end elsewhere
     plain = load_checkpoint(train_base({**TINY, "steps": 6}, images, tmp_path / "plain.pth", progress=False))
