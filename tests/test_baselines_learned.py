@@ -161,7 +161,8 @@ def test_weights_of_another_lambda_load_whatever_their_cdf_sizes():
     other.update(force=True)
     net.update(force=True)
     state = other.state_dict()
-    assert state["entropy_bottleneck._quantized_cdf"].shape != net.state_dict()["entropy_bottleneck._quantized_cdf"].shape
+    key = "entropy_bottleneck._quantized_cdf"
+    assert state[key].shape != net.state_dict()[key].shape
     with pytest.raises(RuntimeError, match="size mismatch"):
         net.load_state_dict(state)
     _load_weights(net, state)
