@@ -160,6 +160,18 @@ def test_default_target_does_not_train_or_run_the_ablations(target, fresh_checko
     assert "resources/models/cgdm_decoder_no_sff.pt" in res.output
 
 
+def test_paper_profile_does_not_inherit_the_quick_training_recipe(fresh_checkout):
+    """config/paper.yaml merges onto the quick config key by key: none of the quick models' params that
+    shape training (the zoo's warm restarts, the decoders' perceptual: none) may leak into it."""
+    res = snakemake(fresh_checkout, "-n", "-p", "train_zoo", "--configfile", "config/paper.yaml")
+    assert res.returncode == 0, res.output[-3000:]
+    specs = [json.loads(line.split("--spec '")[1].split("'")[0]) for line in res.output.splitlines()
+             if "--spec '" in line]
+    assert len(specs) == 6, specs
+    for spec in specs:
+        assert not spec["params"].get("restarts") and spec["params"].get("perceptual") in (None, "auto"), spec
+
+
 def _train_commands(res):
     return [line for line in res.output.splitlines() if "cgdm train-model" in line]
 
