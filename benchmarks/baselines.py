@@ -22,6 +22,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._psnr import psnr  # noqa: E402
 from benchmarks._results import save  # noqa: E402
 from cgdm.harness.codecs import CodecUnavailable, make_codec  # noqa: E402
 from cgdm.imageio import list_images, load_image  # noqa: E402
@@ -35,11 +36,6 @@ CLASSICAL = [
     ("bpg", "baselines.classical.BPG", {}, [35]),
     ("vtm", "baselines.classical.VTM", {}, [37]),
 ]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0**2 / mse)
 
 
 def bench(name: str, entry: dict, rates: list, images: list[np.ndarray], models: dict | None = None) -> list[dict]:

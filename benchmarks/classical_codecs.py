@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 from tqdm import tqdm
@@ -27,16 +26,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from baselines.published import load_published, published_twin_diff  # noqa: E402
+from benchmarks._psnr import psnr  # noqa: E402
 from benchmarks._results import save  # noqa: E402
 from cgdm.harness.codecs import CodecUnavailable, make_codec  # noqa: E402
 from cgdm.imageio import list_images, load_image  # noqa: E402
 
 BPG_PUBLISHED = "compressai/kodak/bpg_444_x265_ycbcr.json"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / mse))
 
 
 def _payload_bytes(data: bytes) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import subprocess
@@ -228,14 +227,10 @@ def large_decodes(base: Path, decoder: Path, device: str, threads: int, steps: i
     return rows
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * math.log10(255**2 / max(mse, 1e-10))
-
-
 def train_and_compare(base: Path | None, train_steps: int, base_steps: int, threads: int, images: int,
                       folder: Path) -> None:
     _torch(threads)
+    from benchmarks._psnr import psnr
     from cgdm.imageio import list_images, load_image
     from cgdm.model import CGDM
     from cgdm.train import train_base

@@ -36,6 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks._psnr import psnr  # noqa: E402
 from benchmarks._results import save  # noqa: E402
 
 OBJECTIVES = {
@@ -46,11 +47,6 @@ OBJECTIVES = {
     "adversarial_refine_x4": {"perceptual": "adversarial", "adversarial_weight": 0.02, "adversarial_start": 0.25,
                               "refine_channels": 16},
 }
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = {
                     "objective": name, "params": OBJECTIVES[name], "steps": args.steps, "rate": r,
                     "losses": meta["losses"], "train_s": round(train_s, 1), "ms_per_step": meta["ms_per_step"],
-                    "psnr_base": np.mean([_psnr(a, b) for a, b in zip(base, originals, strict=True)]),
-                    "psnr_cgdm": np.mean([_psnr(a, b) for a, b in zip(recons, originals, strict=True)]),
+                    "psnr_base": np.mean([psnr(a, b) for a, b in zip(base, originals, strict=True)]),
+                    "psnr_cgdm": np.mean([psnr(a, b) for a, b in zip(recons, originals, strict=True)]),
                     "swd_base": s_base.value, "swd_cgdm": s_cgdm.value,
                     "swd_levels_base": s_base.levels, "swd_levels_cgdm": s_cgdm.levels,
                 }

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from baselines.published import load_published  # noqa: E402
+from benchmarks._psnr import psnr  # noqa: E402
 from benchmarks._results import save  # noqa: E402
 from cgdm.evaluation.bdrate import BDRateError, bd_rate  # noqa: E402
 from cgdm.harness.codecs import make_codec  # noqa: E402
@@ -38,11 +39,6 @@ CODECS = ["cgdm_base", "bmshj2018", "hyperprior", "webp", "jpeg"]
 #: learned codec -> the published curve of its architecture (config's published: table)
 PUBLISHED = {"bmshj2018": "bmshj2018_published", "hyperprior": "mbt2018mean_published",
              "cgdm_base": "bmshj2018_published"}
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / mse))
 
 
 def curve(codec, rates, images) -> dict:
