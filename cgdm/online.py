@@ -18,6 +18,8 @@ file; only the ``ONLINE`` header flag records that the mode was used.
   differentiated through: it is many network calls and its noise would make the objective noisy.
 * The exact objective (hard rounding, as the decoder will see it) is evaluated after every step and the
   best iterate is kept, so the result is never worse than the amortised encoding.
+* The relaxation's noise comes from torch's generator seeded with ``seed`` inside a forked random state:
+  one image, one seed, one file, in any process, and the caller's random state is left as it was.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def rd_objective(model, x: Tensor, y_g: Tensor, s: Tensor, rate: Tensor, lmbda: 
 
 
 def online_compress(model, x: Tensor, rate_idx: int, steps: int, lr: float = 0.05, lmbda: float | None = None,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, seed: int = 0) -> dict:
     """Refine ``y`` and ``s`` for ``x`` (1, 3, H, W) in [0, 1] by ``steps`` Adam steps and entropy-code them.
 
     Args:
@@ -110,7 +112,10 @@ def online_compress(model, x: Tensor, rate_idx: int, steps: int, lr: float = 0.0
         with torch.no_grad():
             return {k: float(v) for k, v in rd_objective(model, x, y_g, s, rate, lmbda, relaxed=False).items()}
 
-    with torch.enable_grad():
+    # CompressAI's entropy models draw their training noise from the global generator: fork and seed it
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        torch.manual_seed(int(seed))
         first = exact()
         history = [first["loss"]]
         best = (first, y_g0, s0)

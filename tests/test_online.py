@@ -57,3 +57,16 @@ def test_online_file_decodes_with_the_unchanged_decoder(model):
 def test_online_needs_a_tradeoff(model):
     with pytest.raises(ValueError, match="lmbda"):
         online_compress(model, image_to_tensor(test_image(32, 32)), 0, steps=1)
+
+
+def test_online_encoding_is_reproducible_whatever_the_global_random_state(model):
+    """The relaxation's noise is seeded: the same image gives the same file in any process (the global
+    generator's state differs between processes), and the caller's random state is left alone."""
+    img = test_image(48, 64)
+    torch.manual_seed(1)
+    first = model.compress(img, 0, online_steps=3, lr=0.05, lmbda=0.01)
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    assert model.compress(img, 0, online_steps=3, lr=0.05, lmbda=0.01) == first
+    assert torch.equal(torch.get_rng_state(), state)
+    assert model.compress(img, 0, online_steps=3, lr=0.05, lmbda=0.01, seed=5) != first
