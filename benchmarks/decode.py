@@ -56,7 +56,7 @@ def random_checkpoints(folder: Path, size: str) -> tuple[Path, Path]:
     import torch
 
     from cgdm.codec import ARCH, BaseCodec
-    from cgdm.model import DECODER_ARCH, CGDMDecoder
+    from cgdm.diffusion_decoder import DECODER_ARCH, CGDMDecoder
     from cgdm.train_diffusion import DEFAULT_PARAMS, PAPER_PARAMS, decoder_config
     from cgdm.zoo import save_checkpoint
 
@@ -82,7 +82,8 @@ def _sync(device: str) -> None:
 def kodak_speed(base: Path, decoder: Path, device: str, threads: int, images: int, steps: int) -> dict:
     torch = _torch(threads)
     from cgdm.imageio import list_images, load_image
-    from cgdm.model import CGDM, SamplingOptions, image_to_tensor
+    from cgdm.model import CGDM, image_to_tensor
+    from cgdm.sampling_options import SamplingOptions
 
     model = CGDM.from_checkpoints(base, decoder, device)
     opts = SamplingOptions(steps=steps)
@@ -204,7 +205,8 @@ def child_decode(args) -> None:
 def large_decodes(base: Path, decoder: Path, device: str, threads: int, steps: int, folder: Path,
                   sizes: list[tuple[int, int]] = MEGAPIXEL_SIZES) -> list[dict]:
     _torch(threads)
-    from cgdm.model import CGDM, SamplingOptions
+    from cgdm.model import CGDM
+    from cgdm.sampling_options import SamplingOptions
 
     model = CGDM.from_checkpoints(base, decoder, "cpu")
     rows = []
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child_decode:
         child_decode(args)
         return 0
-    from cgdm.model import SamplingOptions
+    from cgdm.sampling_options import SamplingOptions
 
     steps = args.steps or SamplingOptions().steps
     sizes = MEGAPIXEL_SIZES

@@ -12,7 +12,9 @@ from pathlib import Path
 from cgdm import bitstream as bs
 from cgdm.cli_util import add_max_pixels_argument, fail, one_line, write_and_report
 from cgdm.imageio import ImageReadError, load_image, save_png
-from cgdm.model import CGDM, VARIANTS, SamplingOptions, Variant
+from cgdm.model import CGDM
+from cgdm.sampling_options import SamplingOptions
+from cgdm.variants import VARIANTS, Variant
 from cgdm.zoo import CheckpointError, WeightsUnavailable
 
 __all__ = ["add_sampling_arguments", "compress_main", "decompress_main"]

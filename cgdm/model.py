@@ -1,38 +1,24 @@
-"""CGDM = base codec (:mod:`cgdm.codec`) + diffusion decoder, with the ablation switches.
+"""CGDM = base codec (:mod:`cgdm.codec`) + diffusion decoder (:mod:`cgdm.diffusion_decoder`).
 
-Two objects, one concept each:
-
-* :class:`CGDMDecoder` (``nn.Module``): the learned post-processor: consistency branch
-  (:mod:`cgdm.consistency`), conditional U-Net (:mod:`cgdm.diffusion.unet`) and SFF
-  (:mod:`cgdm.fusion`). Trained by :mod:`cgdm.train_diffusion`; saved alone.
-* :class:`CGDM` (``nn.Module``): a frozen :class:`~cgdm.codec.BaseCodec` plus a :class:`CGDMDecoder`
-  plus the weight-free sampler settings. ``compress(image, rate_idx) -> bytes`` and
+* :class:`CGDM` (``nn.Module``): a frozen :class:`~cgdm.codec.BaseCodec` plus a
+  :class:`~cgdm.diffusion_decoder.CGDMDecoder` plus the weight-free sampler settings
+  (:class:`~cgdm.sampling_options.SamplingOptions`). ``compress(image, rate_idx) -> bytes`` and
   ``decompress(bytes) -> image`` use the ``.cgdm`` container (:mod:`cgdm.bitstream`).
+* The checkpoint loaders it is built from: :func:`load_base`, :func:`load_decoder` (and
+  :func:`base_lambdas`, :func:`state_dict_sha256`).
 
 Its workflow codec is :class:`cgdm.harness.cgdm_codecs.CGDMCodec`; its command line is :mod:`cgdm.cli_cgdm`.
 
-Ablation switches and where they act:
-
-==================  ==========================================================  ======================
-switch              effect                                                      where recorded
-==================  ==========================================================  ======================
-``no_consistency``  no consistency branch: no consistency features, no          decoder checkpoint
-                    consistency loss, no sampling guidance, no fusion            + ``NO_CONSISTENCY``
-``no_sff``          fixed fusion (gate 0.5), the syntax vector is unused         decoder checkpoint
-                                                                                 + ``NO_SFF``
-``no_boundary``     independent non-overlapping patches, independent noise      ``NO_BOUNDARY`` (decode
-                                                                                 option, same weights)
-==================  ==========================================================  ======================
-
-Decoding settings (steps, t0, seed, tile, overlap, guidance) are stored in the file's ``decoder``
-section (:class:`SamplingOptions`, 16 bytes), so a file decodes the same way wherever it is decoded.
+The ablation switches (:mod:`cgdm.variants`) act here as follows: ``no_consistency`` and ``no_sff`` come
+with their decoder checkpoint; ``no_boundary`` (the ``boundary`` argument) samples independent
+non-overlapping patches with the same weights. Each is written into the file's header flags, and the
+sampler settings into its ``decoder`` section, so a file decodes the same way wherever it is decoded.
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,267 +28,22 @@ from torch import Tensor, nn
 
 from cgdm import bitstream as bs
 from cgdm.boundary import Box, Tiling, sample_global, sample_independent
-from cgdm.consistency import ConsistencyBranch, ConsistencyGuidance
+from cgdm.consistency import ConsistencyGuidance
 from cgdm.decode_checks import check_decode_resources
-from cgdm.diffusion.resshift import ResShiftSampler, ResShiftSchedule
-from cgdm.diffusion.scheduler import DDIMSampler, NoiseSchedule
-from cgdm.diffusion.unet import ConditionalUNet
-from cgdm.fusion import SyntaxFeatureFusion
+from cgdm.diffusion_decoder import DECODER_ARCH, CGDMDecoder, DecoderConfig
+from cgdm.sampling_options import SamplingOptions
 from cgdm.tensors import image_to_tensor, pad_to, tensor_to_image  # also importable from here, as before
+from cgdm.variants import Variant
 from cgdm.zoo import CheckpointError, load_checkpoint, resolve_model, weights_sha256
 
 __all__ = [
     "CGDM",
-    "DECODER_ARCH",
-    "VARIANTS",
-    "CGDMDecoder",
-    "DecoderConfig",
-    "SamplingOptions",
-    "Variant",
     "load_base",
     "load_decoder",
     "state_dict_sha256",
 ]
 
-DECODER_ARCH = "cgdm-decoder"
 MODEL_ID = "cgdm"
-
-
-# ---------------------------------------------------------------------------------------------------
-# variants
-# ---------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Variant:
-    """Which CGDM components are on. ``consistency`` and ``sff`` change the trained decoder;
-    ``boundary`` only changes decoding."""
-
-    consistency: bool = True
-    sff: bool = True
-    boundary: bool = True
-
-    @classmethod
-    def from_name(cls, name: str) -> Variant:
-        """``full``, ``no_consistency``, ``no_sff``, ``no_boundary`` or a ``+``-joined combination."""
-        v = cls()
-        for part in str(name).split("+"):
-            part = part.strip()
-            if part == "full":
-                continue
-            key = part.removeprefix("no_")
-            if not part.startswith("no_") or key not in ("consistency", "sff", "boundary"):
-                raise ValueError(f"unknown CGDM variant {name!r}; use one of {sorted(VARIANTS)} (or join with '+')")
-            v = replace(v, **{key: False})
-        return v
-
-    @property
-    def name(self) -> str:
-        off = [f"no_{k}" for k in ("consistency", "sff", "boundary") if not getattr(self, k)]
-        return "+".join(off) or "full"
-
-    @property
-    def flags(self) -> int:
-        return ((0 if self.consistency else bs.NO_CONSISTENCY) | (0 if self.sff else bs.NO_SFF)
-                | (0 if self.boundary else bs.NO_BOUNDARY))
-
-    @classmethod
-    def from_flags(cls, flags: int) -> Variant:
-        return cls(consistency=not flags & bs.NO_CONSISTENCY, sff=not flags & bs.NO_SFF,
-                   boundary=not flags & bs.NO_BOUNDARY)
-
-
-VARIANTS = {name: Variant.from_name(name) for name in ("full", "no_consistency", "no_sff", "no_boundary")}
-
-
-# ---------------------------------------------------------------------------------------------------
-# the learned decoder
-# ---------------------------------------------------------------------------------------------------
-@dataclass
-class DecoderConfig:
-    """Architecture of :class:`CGDMDecoder` (stored in its checkpoint). Defaults: quick profile."""
-
-    num_rates: int
-    feature_channels: int               # channels N of the base decoder features
-    syntax_dim: int = 16
-    feature_stride: int = 2             # base features are at H / feature_stride
-    channels: tuple[int, ...] = (32, 64, 96)
-    unshuffle: int = 4
-    emb_dim: int = 128
-    consistency_channels: int = 32
-    consistency_hidden: int = 64
-    consistency_blocks: int = 2
-    consistency: bool = True
-    sff: bool = True
-    formulation: str = "resshift"       # "resshift" (cgdm.diffusion.resshift) or "ddim" (scheduler.py)
-    schedule: str = "linear"            # ddim only: beta schedule
-    num_train_timesteps: int = 4
-    kappa: float = 0.2                  # resshift only: noise scale of the start y + kappa eps
-    refine_channels: int = 0            # full-resolution output head (cgdm.diffusion.unet)
-
-    def __post_init__(self):
-        if self.formulation not in ("resshift", "ddim"):
-            raise ValueError(f"unknown diffusion formulation {self.formulation!r}; use 'resshift' or 'ddim'")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> DecoderConfig:
-        d = dict(d)
-        if "channels" in d:
-            d["channels"] = tuple(d["channels"])
-        # checkpoints written before the residual-shifting formulation are DDIM decoders
-        d.setdefault("formulation", "ddim")
-        return cls(**d)
-
-    @property
-    def variant(self) -> Variant:
-        return Variant(consistency=self.consistency, sff=self.sff)
-
-
-class CGDMDecoder(nn.Module):
-    """Consistency branch + conditional U-Net with SFF. Works in the diffusion range [-1, 1].
-
-    With ``consistency=False`` there is no branch: the U-Net sees only the base reconstruction, rate and
-    timestep, and there is nothing to fuse. With ``sff=False`` the fusion is the fixed average.
-    """
-
-    def __init__(self, config: DecoderConfig):
-        super().__init__()
-        self.config = config
-        c = config
-        if c.consistency:
-            self.consistency = ConsistencyBranch(c.feature_channels, c.consistency_channels, c.unshuffle,
-                                                 c.feature_stride, c.consistency_hidden, c.consistency_blocks)
-            fusion = SyntaxFeatureFusion(c.channels[0], c.consistency_channels, c.syntax_dim, syntax_driven=c.sff)
-        else:
-            self.consistency = None
-            fusion = None
-        self.unet = ConditionalUNet(c.num_rates, c.consistency_channels if c.consistency else 0, c.channels,
-                                    c.unshuffle, c.emb_dim, fusion, c.refine_channels)
-        if c.formulation == "resshift":
-            self.schedule = ResShiftSchedule(c.num_train_timesteps, c.kappa)
-        else:
-            self.schedule = NoiseSchedule(c.num_train_timesteps, c.schedule)
-
-    def training_input(self, x0: Tensor, x_base: Tensor, noise: Tensor, t: Tensor | int) -> Tensor:
-        """The network's input at step(s) ``t`` during training. ResShift: the marginal between the clean
-        image and the base reconstruction that the sampler visits; DDIM: the noised clean image (which the
-        sampler, started from the noised base reconstruction, never visits: kept for old checkpoints)."""
-        if isinstance(self.schedule, ResShiftSchedule):
-            return self.schedule.add_noise(x0, x_base, noise, t)
-        return self.schedule.add_noise(x0, noise, t)
-
-    def sampler(self, steps: int, t0: int | None, eta: float) -> ResShiftSampler | DDIMSampler:
-        """The sampler of this decoder's formulation; ``t0=None`` = its default start (ResShift: the last
-        trained step, the exact start; DDIM: step 250). Raises ValueError for settings it cannot run."""
-        if isinstance(self.schedule, ResShiftSchedule):
-            return ResShiftSampler(self.schedule, steps, t0, eta)
-        return DDIMSampler(self.schedule, steps, 250 if t0 is None else t0, eta)
-
-    @property
-    def multiple(self) -> int:
-        """Image sides are padded to a multiple of this before denoising."""
-        return self.unet.multiple
-
-    def condition(self, base_features: Tensor, x_base: Tensor, strip: int | None = None
-                  ) -> tuple[Tensor | None, Tensor | None]:
-        """``(consistency features, x_c)`` or ``(None, None)`` without the branch. ``strip``: evaluate in
-        horizontal strips of that many rows (decoding of large images; same result up to rounding)."""
-        if self.consistency is None:
-            return None, None
-        if strip:
-            return self.consistency.forward_strips(base_features, x_base, strip)
-        return self.consistency(base_features, x_base)
-
-    def forward(self, x_t: Tensor, t: Tensor | int, x_base: Tensor, rate_idx: Tensor | int,
-                features: Tensor | None, syntax: Tensor | None) -> Tensor:
-        """Predict ``x0`` from ``x_t`` (all at the same resolution, a multiple of :attr:`multiple`)."""
-        b = x_t.shape[0]
-        t = torch.as_tensor(t, device=x_t.device).long()
-        t = t.expand(b) if t.dim() == 0 else t
-        r = torch.as_tensor(rate_idx, device=x_t.device).long()
-        r = r.expand(b) if r.dim() == 0 else r
-        if not self.config.sff:
-            syntax = None  # no_sff: the syntax must not influence the output
-        return self.unet(x_t, t, x_base, r, features, syntax)
-
-
-# ---------------------------------------------------------------------------------------------------
-# sampling options (the file's decoder section)
-# ---------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SamplingOptions:
-    """How a file is decoded; written into its ``decoder`` section.
-
-    Args:
-        steps: sampler steps (denoiser evaluations), 1..255.
-        t0: start timestep (< the decoder's num_train_timesteps); None = the decoder's default start.
-        seed: decode seed (uint32): all sampling noise comes from a generator seeded with it.
-        tile: patch size in pixels (multiple of the decoder's padding multiple, 16 by default).
-        overlap: patch overlap in pixels (globally uniform mode).
-        guidance: consistency-guidance strength in [0, 1] (stored in 1/255 units).
-        bound: allowed low-frequency deviation from the consistency reconstruction (stored in 1e-4 units).
-        eta: scale of the sampler's fresh noise per step in [0, 1] (stored in 1/255 units): 1 = the
-            residual-shifting posterior (or DDPM-like DDIM), 0 = deterministic steps after the start noise.
-    """
-
-    steps: int = 4
-    t0: int | None = None
-    seed: int = 0
-    tile: int = 512
-    overlap: int = 64
-    guidance: float = 1.0
-    bound: float = 0.02
-    eta: float = 1.0
-
-    # version 1 (DDIM decoders, eta 0) had no eta byte; t0 = 0xFFFF stores None
-    _STRUCTS = {1: struct.Struct(">BBHIHHBH"), 2: struct.Struct(">BBHIHHBHB")}
-    VERSION = 2
-    _T0_DEFAULT = 0xFFFF
-
-    def __post_init__(self):
-        if not 1 <= self.steps <= 255:
-            raise ValueError(f"steps must be in 1..255, got {self.steps}")
-        if self.t0 is not None and (not 0 <= self.t0 < self._T0_DEFAULT or self.t0 < self.steps - 1):
-            raise ValueError(f"t0 must be >= steps - 1 and below 65535, got t0={self.t0}, steps={self.steps}")
-        if not 0 <= self.seed <= 0xFFFFFFFF:
-            raise ValueError(f"seed must be a 32-bit unsigned integer, got {self.seed}")
-        if not 1 <= self.tile <= 0xFFFF or not 0 <= self.overlap < self.tile:
-            raise ValueError(f"need 0 <= overlap < tile <= 65535, got tile={self.tile}, overlap={self.overlap}")
-        if not 0.0 <= self.guidance <= 1.0:
-            raise ValueError(f"guidance must be in [0, 1], got {self.guidance}")
-        if not 0.0 <= self.bound <= 6.5535:
-            raise ValueError(f"bound must be in [0, 6.5535], got {self.bound}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {self.eta}")
-
-    def quantized(self) -> SamplingOptions:
-        """The options as they come back from a file (guidance and bound rounded to their units)."""
-        return SamplingOptions.unpack(self.pack())
-
-    def pack(self) -> bytes:
-        t0 = self._T0_DEFAULT if self.t0 is None else self.t0
-        return self._STRUCTS[self.VERSION].pack(self.VERSION, self.steps, t0, self.seed, self.tile, self.overlap,
-                                                round(self.guidance * 255), round(self.bound * 1e4),
-                                                round(self.eta * 255))
-
-    @classmethod
-    def unpack(cls, data: bytes) -> SamplingOptions:
-        version = data[0] if data else None
-        layout = cls._STRUCTS.get(version)
-        if layout is None:
-            raise bs.UnsupportedVersion(f"decoder section version {version} is unknown to this build "
-                                        f"(reads {sorted(cls._STRUCTS)}); upgrade cgdm-suite")
-        if len(data) != layout.size:
-            raise bs.CorruptedFile(f"decoder section v{version} has {len(data)} bytes, expected {layout.size}")
-        _, steps, t0, seed, tile, overlap, g, b, *eta = layout.unpack(data)
-        try:
-            return cls(steps, None if t0 == cls._T0_DEFAULT else t0, seed, tile, overlap, g / 255, b / 1e4,
-                       eta[0] / 255 if eta else 0.0)
-        except ValueError as exc:
-            raise bs.CorruptedFile(f"invalid decoder settings in file: {exc}") from exc
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -336,6 +77,7 @@ def load_decoder(path: str | Path, device: str = "cpu") -> tuple[CGDMDecoder, di
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit {DECODER_ARCH} with {meta['config']}: {exc}") from exc
     return decoder.to(device).eval(), meta
+
 
 
 # ---------------------------------------------------------------------------------------------------

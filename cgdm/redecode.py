@@ -1,6 +1,6 @@
 """Re-decode a ``.cgdm`` file with other decoding settings, without re-encoding it.
 
-A full-CGDM file carries its diffusion decoder's settings (:class:`cgdm.model.SamplingOptions`: seed,
+A full-CGDM file carries its diffusion decoder's settings (:class:`cgdm.sampling_options.SamplingOptions`: seed,
 guidance, bound, tile, overlap, steps, t0, ...) in its ``decoder`` section; the entropy-coded image is in
 the ``main``, ``hyper`` and ``syntax`` sections. :func:`override_decoder_options` rewrites the settings
 and nothing else, so the same bitstream can be decoded with another seed or another
@@ -17,7 +17,7 @@ What stays and what changes:
   flag is informational: decoding reads the settings). The container's CRC is recomputed by
   :func:`cgdm.bitstream.write_cgdm`.
 * The ``decoder`` section is ``dataclasses.replace(SamplingOptions.unpack(section), **overrides).pack()``:
-  no field is named here, so options added to :class:`~cgdm.model.SamplingOptions` later work unchanged.
+  no field is named here, so options added to :class:`~cgdm.sampling_options.SamplingOptions` later work unchanged.
   Its size is that of the current section layout: a file written with an older layout (an older
   section version) comes back in the current one, which may differ by a byte or two. Measure bpp from
   the bytes written, as everywhere in the suite.
@@ -41,19 +41,14 @@ from pathlib import Path
 from typing import Any
 
 from cgdm import bitstream as bs
+from cgdm.sampling_options import SamplingOptions
 
 __all__ = ["decode_key", "decoder_options", "override_decoder_options", "option_names"]
 
 
-def _options_class():
-    from cgdm.model import SamplingOptions  # lazy: cgdm.model imports torch
-
-    return SamplingOptions
-
-
 def option_names() -> list[str]:
-    """The settings a ``decoder`` section holds (the fields of :class:`~cgdm.model.SamplingOptions`)."""
-    return [f.name for f in dataclasses.fields(_options_class())]
+    """The settings a ``decoder`` section holds (the fields of :class:`~cgdm.sampling_options.SamplingOptions`)."""
+    return [f.name for f in dataclasses.fields(SamplingOptions)]
 
 
 def _sections(data: bytes) -> tuple[bs.CGDMHeader, dict[str, bytes]]:
@@ -65,13 +60,13 @@ def _sections(data: bytes) -> tuple[bs.CGDMHeader, dict[str, bytes]]:
 
 
 def decoder_options(data: bytes):
-    """The :class:`~cgdm.model.SamplingOptions` stored in a ``.cgdm`` file."""
-    return _options_class().unpack(_sections(data)[1]["decoder"])
+    """The :class:`~cgdm.sampling_options.SamplingOptions` stored in a ``.cgdm`` file."""
+    return SamplingOptions.unpack(_sections(data)[1]["decoder"])
 
 
 def override_decoder_options(data: bytes, overrides: Mapping[str, Any]) -> bytes:
     """``.cgdm`` bytes with the ``decoder`` section's settings replaced by ``overrides`` (field -> value of
-    :class:`~cgdm.model.SamplingOptions`); everything else as in ``data`` (see the module docstring).
+    :class:`~cgdm.sampling_options.SamplingOptions`); everything else as in ``data`` (see the module docstring).
 
     Raises :class:`cgdm.bitstream.BitstreamError` for a damaged file, ValueError for a file without
     decoder settings, an unknown field or a value the options refuse.
@@ -80,8 +75,7 @@ def override_decoder_options(data: bytes, overrides: Mapping[str, Any]) -> bytes
     if not overrides:
         return bytes(data)
     header, sections = _sections(data)
-    options_cls = _options_class()
-    options = options_cls.unpack(sections["decoder"])
+    options = SamplingOptions.unpack(sections["decoder"])
     unknown = sorted(set(overrides) - set(option_names()))
     if unknown:
         raise ValueError(f"unknown decoder setting(s) {unknown}; the decoder section holds {option_names()}")
@@ -93,7 +87,7 @@ def override_decoder_options(data: bytes, overrides: Mapping[str, Any]) -> bytes
     flags = header.flags
     tile = getattr(new, "tile", None)
     if "tile" in overrides and tile and not flags & bs.NO_BOUNDARY:
-        # the writer's rule (cgdm.model): TILED when boundary control is on and a side exceeds the tile
+        # the writer's rule (cgdm.model.CGDM._flags): TILED when boundary control is on and a side exceeds the tile
         tiled = header.height > tile or header.width > tile
         flags = (flags | bs.TILED) if tiled else (flags & ~bs.TILED)
     return bs.write_cgdm(dataclasses.replace(header, flags=flags), sections)
@@ -109,7 +103,7 @@ def decode_key(data: bytes) -> tuple:
     matter; with ``guidance`` 0 the guidance is off and ``bound`` does not matter.
     """
     header, sections = _sections(data)
-    options = dataclasses.asdict(_options_class().unpack(sections["decoder"]))
+    options = dataclasses.asdict(SamplingOptions.unpack(sections["decoder"]))
     variant = header.flags & (bs.NO_CONSISTENCY | bs.NO_SFF | bs.NO_BOUNDARY)
     if header.flags & bs.NO_CONSISTENCY:
         options.pop("guidance", None)

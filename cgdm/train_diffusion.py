@@ -50,10 +50,12 @@ from tqdm.auto import tqdm
 from cgdm import weights as W
 from cgdm.consistency import deviation_loss
 from cgdm.crops import RandomCrops
+from cgdm.diffusion_decoder import DECODER_ARCH, CGDMDecoder, DecoderConfig
 from cgdm.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from cgdm.hashing import config_hash
-from cgdm.model import DECODER_ARCH, CGDMDecoder, DecoderConfig, Variant, load_base
+from cgdm.model import load_base
 from cgdm.training import set_lr
+from cgdm.variants import Variant
 from cgdm.weights import DownloadBlocked, no_downloads, torch_home
 from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
 

@@ -16,7 +16,7 @@ from cgdm.boundary import (
     tile_boxes,
 )
 from cgdm.diffusion import DDIMSampler, NoiseSchedule
-from cgdm.model import SamplingOptions
+from cgdm.sampling_options import SamplingOptions
 from cgdm.tensors import image_to_tensor
 
 from helpers.diffusion import test_image, tiny_cgdm

@@ -175,6 +175,7 @@ LAYERS: dict[str, str] = {
     "cgdm.diffusion.resshift": CORE,
     "cgdm.diffusion.scheduler": CORE,
     "cgdm.diffusion.unet": CORE,
+    "cgdm.diffusion_decoder": CORE,
     "cgdm.discriminator": CORE,
     "cgdm.fusion": CORE,
     "cgdm.imageio": CORE,
@@ -182,11 +183,13 @@ LAYERS: dict[str, str] = {
     "cgdm.online": CORE,
     "cgdm.rans_guard": CORE,
     "cgdm.redecode": CORE,  # a .cgdm file's decoding settings (bitstream level); `cgdm redecode` maps to its main
+    "cgdm.sampling_options": CORE,  # a .cgdm file's decoding settings and their bytes; no torch
     "cgdm.syntax": CORE,
     "cgdm.tensors": CORE,
     "cgdm.train": CORE,  # its main (`cgdm train`) uses argparse only, nothing of the command-line layer
     "cgdm.train_diffusion": CORE,
     "cgdm.training": CORE,
+    "cgdm.variants": CORE,
     "cgdm.zoo": CORE,
     # core utilities: self-contained (standard library, numpy/PIL; torch/pyiqa only lazily), no suite concepts
     "cgdm.download": CORE,  # verified HTTP download (sha256 before a file is kept): the zoo and the weights use it

@@ -1,4 +1,5 @@
-"""CGDM model (cgdm.model): bytes round trip, determinism, header flags, ablation switches, workflow codec."""
+"""CGDM model (cgdm.model, cgdm.sampling_options, cgdm.variants): bytes round trip, determinism, header flags,
+ablation switches, workflow codec."""
 
 import struct
 
@@ -10,8 +11,10 @@ from cgdm import bitstream as bs
 from cgdm.cli_cgdm import compress_main, decompress_main
 from cgdm.harness.cgdm_codecs import CGDMCodec
 from cgdm.harness.codecs import CodecUnavailable, make_codec
-from cgdm.model import CGDM, SamplingOptions, Variant
+from cgdm.model import CGDM
+from cgdm.sampling_options import SamplingOptions
 from cgdm.tensors import image_to_tensor, tensor_to_image
+from cgdm.variants import Variant
 from cgdm.zoo import save_checkpoint
 
 from helpers.diffusion import test_image, tiny_base, tiny_cgdm, tiny_decoder

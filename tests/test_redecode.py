@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cgdm import bitstream as bs
-from cgdm.model import SamplingOptions
 from cgdm.redecode import decode_key, decoder_options, main, option_names, override_decoder_options
+from cgdm.sampling_options import SamplingOptions
 
 SECTIONS = {"main": bytes(range(200)) * 3, "hyper": b"\x01\x02\x03" * 40, "syntax": b"\xaa" * 8}
 

@@ -12,8 +12,8 @@ from cgdm import bitstream as bs
 from cgdm.evaluation import DATASET_IMAGE, realism, studies, tables
 from cgdm.evaluation.studies import STUDY_TIDY_COLUMNS, paired_differences
 from cgdm.imageio import load_image, save_png
-from cgdm.model import SamplingOptions
 from cgdm.results import ENCODE_COLUMNS, write_table
+from cgdm.sampling_options import SamplingOptions
 
 VARIANTS = {"full": "cgdm", "no_sff": "cgdm_no_sff"}
 

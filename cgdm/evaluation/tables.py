@@ -38,7 +38,7 @@ DECIMALS = {"bpp": 4, "psnr": 2, "ms_ssim": 4, "lpips": 4, "dists": 4, "nlpd": 4
 #: ablation variants in table order and how they are named in the config (``<full>_<variant>``)
 ABLATION_VARIANTS = ["full", "no_consistency", "no_sff", "no_boundary"]
 
-#: what each ablation variant removes from full CGDM (cgdm.model's ablation switches)
+#: what each ablation variant removes from full CGDM (cgdm.variants' ablation switches)
 VARIANT_REMOVES = {
     "full": "nothing (consistency branch + SFF + global boundary control)",
     "no_consistency": "consistency branch: its features, loss, guidance and fusion (own decoder)",

@@ -23,7 +23,9 @@ import torch
 from cgdm import __version__
 from cgdm.coder import MODEL_ID, BaseCoder
 from cgdm.harness.codecs import Codec, CodecUnavailable
-from cgdm.model import CGDM, SamplingOptions, Variant, base_lambdas, load_base, load_decoder
+from cgdm.model import CGDM, base_lambdas, load_base, load_decoder
+from cgdm.sampling_options import SamplingOptions
+from cgdm.variants import Variant
 from cgdm.zoo import CheckpointError, WeightsUnavailable
 
 __all__ = ["CGDMBaseCodec", "CGDMCodec"]

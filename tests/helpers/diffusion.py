@@ -7,7 +7,9 @@ import numpy as np
 import torch
 
 from cgdm.codec import BaseCodec
-from cgdm.model import CGDM, CGDMDecoder, DecoderConfig, SamplingOptions
+from cgdm.diffusion_decoder import CGDMDecoder, DecoderConfig
+from cgdm.model import CGDM
+from cgdm.sampling_options import SamplingOptions
 
 TINY_ARCH = {"channels": (8, 16), "emb_dim": 16, "consistency_channels": 8, "consistency_hidden": 8,
              "consistency_blocks": 1}
