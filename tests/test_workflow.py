@@ -161,7 +161,7 @@ def test_default_target_does_not_train_or_run_the_ablations(target, fresh_checko
 
 
 def _train_commands(res):
-    return [line for line in res.output.splitlines() if "cgdm train-model" in line]
+    return [line for line in res.output.splitlines() if "cgdm train --name " in line]
 
 
 def test_quick_profile_installs_the_shipped_weights(fresh_checkout):

@@ -29,7 +29,7 @@ rule train_model:
     benchmark:
         "results/benchmarks/train/{model}.tsv"
     shell:
-        "cgdm train-model --name {wildcards.model} --spec {params.spec:q} --train-dir {params.train_dir}"
+        "cgdm train --name {wildcards.model} --spec {params.spec:q} --train-dir {params.train_dir}"
         " --out {output} {params.requires} {params.zoo} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
