@@ -322,8 +322,8 @@ def report_view(targets, command="snakemake --cores 8"):
     view = [p for p in _report_products(targets, command) if Path(p).exists()]
     if not_built_yet(targets, command):
         # absolute: the page is part of the workflow, not of the working directory (--directory)
-        page = Path(workflow.basedir) / "workflow/report/not_built.svg"
-        view.append(report(str(page), caption="workflow/report/not_built.rst", category="Not built yet"))
+        page = Path(workflow.basedir) / "report/not_built.svg"
+        view.append(report(str(page), caption="report/not_built.rst", category="Not built yet"))
     return view
 
 
