@@ -95,6 +95,8 @@ def _trainer(spec: dict) -> str:
 def _requires(spec: dict, flags: list[str]) -> dict[str, Path]:
     """``{name: checkpoint}``: the spec's mapping, or its list of names, completed by ``--require NAME=PATH``."""
     given = spec.get("requires") or {}
+    if not isinstance(given, (dict, list)):
+        raise SpecError(f"requires: expected {{name: checkpoint}} or a list of names, got {given!r}")
     paths = {k: Path(v) for k, v in given.items()} if isinstance(given, dict) else {}
     for flag in flags:
         name, sep, path = flag.partition("=")
@@ -134,8 +136,6 @@ def _call(trainer: str, resume: bool):
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    from cgdm.zoo import install_shipped  # lazy: cgdm.zoo imports torch (not before --help)
-
     p = argparse.ArgumentParser(
         prog="cgdm train", description="Train one model into a checkpoint file, or install its shipped weights.",
         epilog="The spec's keys (a workflow models: entry, plus out, train_images, device, stage): the docstring "
@@ -166,6 +166,8 @@ def train_main(argv: list[str] | None = None) -> int:
         name = args.name or out.stem
         trainer, params = _trainer(spec), spec.get("params") or {}
         if args.zoo:
+            from cgdm.zoo import install_shipped  # lazy: cgdm.zoo imports torch
+
             # checked against the spec the weights were trained with (the required models by name)
             install_shipped(args.zoo, {"trainer": trainer, "params": params,
                                        "requires": list(spec.get("requires") or [])}, out)

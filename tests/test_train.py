@@ -278,6 +278,7 @@ def test_cli_train_installs_shipped_weights(images, tmp_path, monkeypatch):
     ({"trainer": "no.such:trainer", "out": "x"}, [], "cannot import"),
     ({"stage": "base"}, [], "give --out"),
     ({"stage": "base", "out": "x", "requires": {"base": "b"}}, ["--require", "base"], "expected NAME=PATH"),
+    ({"stage": "base", "out": "x", "requires": "cgdm_base"}, [], r"requires: expected \{name: checkpoint\}"),
     ({"stage": "base", "out": "x", "train_images": "no/such/folder"}, [], "is not a folder"),
     ({"stage": "base", "out": "x", "train_images": []}, [], "no training images"),
     ({"stage": "base", "out": "x", "params": {"stpes": 3}}, [], "unknown training params"),
