@@ -68,6 +68,9 @@ lint: setup
 		rc=$$?; rm -rf "$$d"; exit $$rc
 	# Python style and common bugs (rules: [tool.ruff] in pyproject.toml)
 	$(BIN)/ruff check .
+	# the Snakefile and rules are formatted by snakefmt ([tool.snakefmt] in pyproject.toml; `snakefmt workflow`
+	# formats them)
+	$(BIN)/snakefmt --check workflow
 
 ci: test test-workflow lint
 
