@@ -49,17 +49,18 @@ test-slow: setup
 
 # A tiny real run of the whole workflow (two cropped Kodak images, 2 rates, a few training steps).
 test-workflow: setup
-	# --directory .test: the Snakefile's configfile (config/config.yaml) then resolves to .test/config/config.yaml.
-	$(BIN)/snakemake --cores 2 --directory .test --snakefile Snakefile results/rd_curves.pdf ablations
-	$(BIN)/snakemake --cores 2 --directory .test --snakefile Snakefile results/rd_curves.pdf ablations --dry-run \
+	# Snakemake finds workflow/Snakefile (and profiles/default) in the repository root, where make runs; with
+	# --directory .test the workflow's configfile (config/config.yaml) resolves to .test/config/config.yaml.
+	$(BIN)/snakemake --cores 2 --directory .test results/rd_curves.pdf ablations
+	$(BIN)/snakemake --cores 2 --directory .test results/rd_curves.pdf ablations --dry-run \
 		| grep -q "Nothing to be done"
-	$(BIN)/snakemake --cores 2 --directory .test --snakefile Snakefile dp_curve
+	$(BIN)/snakemake --cores 2 --directory .test dp_curve
 
 lint: setup
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake -n ablations --quiet rules
 	$(BIN)/snakemake -n dp_curve --quiet rules
-	$(BIN)/snakemake -n --directory .test --snakefile Snakefile ablations dp_curve --quiet rules
+	$(BIN)/snakemake -n --directory .test ablations dp_curve --quiet rules
 	$(BIN)/snakemake -n --configfile config/paper.yaml --profile profiles/slurm --quiet rules
 	# the paper profile's smoke config (run for real by tests/test_paper_smoke.py), generated into a temp dir
 	d=$$(mktemp -d) && $(BIN)/python .test/paper/make_config.py $$d/config/config.yaml >/dev/null \
@@ -67,6 +68,9 @@ lint: setup
 		rc=$$?; rm -rf "$$d"; exit $$rc
 	# Python style and common bugs (rules: [tool.ruff] in pyproject.toml)
 	$(BIN)/ruff check .
+	# the Snakefile and rules are formatted by snakefmt ([tool.snakefmt] in pyproject.toml; `snakefmt workflow`
+	# formats them)
+	$(BIN)/snakefmt --check workflow
 
 ci: test test-workflow lint
 

@@ -45,9 +45,10 @@ def run(config: str, cores: int) -> float:
         wd, targets = prepare(config, Path(tmp))
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
         cmd = [str(Path(sys.executable).parent / "snakemake"), "--cores", str(cores), "--directory", str(wd),
-               "--snakefile", str(REPO / "Snakefile"), *targets, "--quiet", "all"]
+               "--snakefile", str(REPO / "workflow" / "Snakefile"), *targets, "--quiet", "all"]
         t0 = time.perf_counter()
-        res = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        # in the repository, where Snakemake finds the workflow profile (profiles/default)
+        res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
         seconds = time.perf_counter() - t0
         if res.returncode != 0:
             sys.exit(f"workflow failed at --cores {cores}:\n{(res.stdout + res.stderr)[-4000:]}")

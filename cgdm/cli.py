@@ -13,13 +13,12 @@ COMMANDS = {
     "decompress": ("cgdm.cli_codec", "decompress_main", "decode a .cgdm file to PNG"),
     "info": ("cgdm.cli_codec", "info_main", "print the header of a .cgdm file"),
     "redecode": ("cgdm.redecode", "main", "rewrite a .cgdm file's decoding settings (seed, guidance, ...)"),
-    "train": ("cgdm.train", "main", "train a CGDM stage from a config"),
+    "train": ("cgdm.cli_train", "train_main", "train one model from a YAML file or a spec (also the workflow step)"),
     "bd-rate": ("cgdm.evaluation.bdrate", "main", "BD-rate between two RD curves"),
     "download": ("cgdm.cli_datasets", "download_main", "download and verify a dataset"),
     "encode": ("cgdm.pipeline", "main", "encode a dataset with one codec at one rate (workflow step)"),
-    "train-model": ("cgdm.pipeline", "train_model_main", "train one model of the config (workflow step)"),
-    "zoo-ship": ("cgdm.pipeline", "zoo_ship_main", "copy trained models into zoo/ (workflow step)"),
-    "zoo-extend": ("cgdm.pipeline", "zoo_extend_main", "continue training shipped models from their weights"),
+    "zoo-ship": ("cgdm.cli_train", "zoo_ship_main", "copy trained models into zoo/ (workflow step)"),
+    "zoo-extend": ("cgdm.cli_train", "zoo_extend_main", "continue training shipped models from their weights"),
 }
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cgdm.harness.codecs import CodecUnavailable, import_object, make_codec, write_bitstream
+from cgdm.harness.codecs import CodecUnavailable, make_codec, write_bitstream
 from cgdm.imageio import list_images, load_image, save_png
 from cgdm.results import ENCODE_COLUMNS, STATUS_OK, code_revision, unavailable, write_table
 
@@ -32,7 +32,7 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _set_threads(n: int) -> None:
+def set_threads(n: int) -> None:
     """Use exactly the cores the scheduler gave the job: oversubscribed torch threads on a busy
     machine are several times slower than one thread."""
     if n > 0:
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="only the first N images (0 = all)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = p.parse_args(argv)
-    _set_threads(args.threads)
+    set_threads(args.threads)
 
     entry = json.loads(args.entry)
     rates = entry.get("rates", [])
@@ -132,111 +132,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def train_model_main(argv: list[str] | None = None) -> int:
-    """Workflow step: train one entry of the config's ``models:`` table into a checkpoint file, or
-    install it from the shipped weights (``--zoo NAME``, checked against the entry's spec and sha256)."""
-    from cgdm.zoo import CheckpointError, install_shipped  # lazy: cgdm.zoo imports torch
-
-    p = argparse.ArgumentParser(prog="cgdm train-model", description=train_model_main.__doc__)
-    p.add_argument("--name", required=True, help="model name (key of the config's models table)")
-    p.add_argument("--spec", required=True, help="the model's config entry as JSON")
-    p.add_argument("--train-dir", required=True, type=Path, help="folder of training images")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--require", action="append", default=[], metavar="NAME=PATH",
-                   help="checkpoints of the models this one builds on")
-    p.add_argument("--zoo", metavar="NAME", help="install these shipped weights (zoo/zoo.json) instead of training")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    args = p.parse_args(argv)
-
-    spec = json.loads(args.spec)
-    if args.zoo:
-        try:
-            install_shipped(args.zoo, spec, args.out)
-        except CheckpointError as exc:
-            print(f"cgdm train-model: {exc}", file=sys.stderr)
-            return 2
-        print(f"{args.name}: installed the shipped weights {args.zoo!r} (zoo/zoo.json) as {args.out}")
-        return 0
-    _set_threads(args.threads)
-    images = list_images(args.train_dir)
-    if not images:
-        print(f"cgdm train-model: no training images in {args.train_dir}", file=sys.stderr)
-        return 2
-    trainer = import_object(spec["trainer"])
-    requires = {k: Path(v) for k, v in (r.split("=", 1) for r in args.require)}
-    trainer(spec.get("params", {}), images, args.out, requires, resolve_device(args.device))
-    if not args.out.exists():
-        raise RuntimeError(f"trainer {spec['trainer']} finished without writing {args.out}")
-    return 0
-
-
-def zoo_extend_main(argv: list[str] | None = None) -> int:
-    """Start a longer training of shipped models from their weights: for each config model, write the
-    resumable state ``resources/models/MODEL.pt.state`` from its shipped file, so that ``snakemake train_zoo
-    --config retrain=true`` continues from it instead of training from scratch. The entry's params must be
-    the shipped ones apart from more ``steps`` and a ``restarts`` entry at the shipped steps (checked)."""
-    import yaml
-
-    from cgdm.zoo import SHIPPED_DIR, shipped_models  # lazy: cgdm.zoo imports torch
-
-    p = argparse.ArgumentParser(prog="cgdm zoo-extend", description=zoo_extend_main.__doc__)
-    p.add_argument("models", nargs="+", metavar="MODEL", help="config model names (with `zoo:` entries)")
-    p.add_argument("--config", default="config/config.yaml", help="workflow config holding the models")
-    p.add_argument("--zoo-dir", default=str(SHIPPED_DIR), help="folder of the shipped weights (default: zoo/)")
-    args = p.parse_args(argv)
-    entries = (yaml.safe_load(Path(args.config).read_text()) or {}).get("models", {})
-    table = shipped_models(args.zoo_dir)
-    for name in args.models:
-        entry = entries.get(name)
-        if entry is None or entry.get("zoo") not in table:
-            print(f"cgdm zoo-extend: {name!r} is not a model of {args.config} with shipped weights (zoo:)",
-                  file=sys.stderr)
-            return 2
-        module = entry["trainer"].split(":")[0]
-        try:
-            extend = import_object(f"{module}:extend_state")
-        except (ImportError, AttributeError):
-            print(f"cgdm zoo-extend: the trainer of {name!r} ({entry['trainer']}) cannot extend a run",
-                  file=sys.stderr)
-            return 2
-        try:
-            state = extend(entry.get("params", {}), Path(args.zoo_dir) / table[entry["zoo"]].file,
-                           Path(f"resources/models/{name}.pt"))
-        except ValueError as exc:
-            print(f"cgdm zoo-extend: {name}: {exc}", file=sys.stderr)
-            return 2
-        print(f"{name}: training will continue from the shipped weights ({state})")
-    return 0
-
-
-def zoo_ship_main(argv: list[str] | None = None) -> int:
-    """Workflow step of ``train_zoo``: copy freshly trained models into zoo/ and rewrite zoo/zoo.json."""
-    from cgdm.zoo import ship  # lazy: cgdm.zoo imports torch
-
-    p = argparse.ArgumentParser(prog="cgdm zoo-ship", description=zoo_ship_main.__doc__)
-    p.add_argument("--retrained", action="store_true", help="the models were trained by this run (retrain: true)")
-    p.add_argument("--models", required=True, help="the config's models: entries to ship, as JSON")
-    p.add_argument("--revision", help="code revision the models were trained at (default: this checkout's)")
-    p.add_argument("ship", nargs="*", metavar="MODEL",
-                   help="config model names (resources/models/MODEL.pt, results/benchmarks/train/MODEL.tsv)")
-    args = p.parse_args(argv)
-    if not args.retrained:
-        print("cgdm zoo-ship: train_zoo re-trains the shipped models; run `snakemake train_zoo --config "
-              "retrain=true` (without it the models are the shipped ones, installed, not trained)", file=sys.stderr)
-        return 2
-    if not args.ship:
-        print("cgdm zoo-ship: no model of the config names shipped weights (zoo:); nothing to ship")
-        return 0
-    entries = json.loads(args.models)
-    models = {}
-    for name in args.ship:
-        bench = pd.read_csv(f"results/benchmarks/train/{name}.tsv", sep="\t")
-        models[entries[name]["zoo"]] = (entries[name], Path(f"resources/models/{name}.pt"),
-                        {"wall_s": round(float(bench["s"].iloc[0]), 1),
-                         "cpu_s": round(float(bench["cpu_time"].iloc[0]), 1)})
-    manifest = ship(models, args.revision or code_revision())
-    print(f"shipped {', '.join(args.ship)} -> {manifest}")
-    return 0

@@ -1,4 +1,4 @@
-"""Training of CGDM's base codec, and ``cgdm train`` (which also dispatches the diffusion-decoder stage).
+"""Training of CGDM's base codec (the trainer ``cgdm.train:train_base``; ``cgdm train`` runs it, :mod:`cgdm.cli_train`).
 
 Loss (per image, averaged over the batch): ``lambda[r] * 255^2 * MSE + bpp`` with ``r`` the image's rate
 index, drawn uniformly per sample so every batch mixes rate points of the variable-rate model; ``bpp``
@@ -12,23 +12,12 @@ killed run resumed with the same params continues at the same step with the same
 on the same device and thread count, the same weights as an uninterrupted run). At the end the CDFs are
 built (``update(force=True)``), the checkpoint is exported to ``out`` atomically and the state file is
 removed.
-
-Config file of ``cgdm train --config FILE.yaml``::
-
-    stage: base                 # or "decoder" -> cgdm.train_diffusion.train_decoder
-    out: resources/models/cgdm_base.pth
-    train_images: data/train    # a folder, or a list of image files
-    device: cpu
-    requires: {}                # other trained models by role (decoder stage: {base: <checkpoint>})
-    params: {steps: 1500, batch_size: 8, patch_size: 128, lambdas: [...], ...}   # see DEFAULT_PARAMS
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -36,17 +25,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 from tqdm.auto import tqdm
 
 from cgdm.codec import ARCH, BaseCodec, estimate_bits
 from cgdm.crops import RandomCrops
-from cgdm.imageio import list_images
-from cgdm.train_diffusion import train_decoder
 from cgdm.training import check_extension, check_restarts, params_hash, rd_optimizers, segment, segment_seed, set_lr
 from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
 
-__all__ = ["DEFAULT_PARAMS", "extend_state", "main", "train_base"]
+__all__ = ["DEFAULT_PARAMS", "extend_state", "train_base"]
 
 #: quick-profile defaults; the paper profile sets N=128, M=192 and more steps
 DEFAULT_PARAMS: dict = {
@@ -236,45 +222,3 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
     state_path.unlink(missing_ok=True)
     return out
 
-
-# -- CLI ------------------------------------------------------------------------------------------------
-def _train_images(spec) -> list[Path]:
-    if isinstance(spec, (list, tuple)):
-        return [Path(s) for s in spec]
-    folder = Path(spec)
-    if not folder.is_dir():
-        raise ValueError(f"train_images: {folder} is not a folder")
-    return list_images(folder)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="cgdm train", description="Train a CGDM stage from a YAML config.")
-    ap.add_argument("--config", required=True, help="YAML file (see cgdm.train's docstring)")
-    ap.add_argument("--resume", action="store_true", help="continue from <out>.state of an interrupted run")
-    ap.add_argument("--out", help="override the config's out")
-    ap.add_argument("--device", help="override the config's device")
-    args = ap.parse_args(argv)
-    try:
-        with open(args.config) as f:
-            cfg = yaml.safe_load(f) or {}
-        out = args.out or cfg["out"]
-        images = _train_images(cfg.get("train_images", "data/train"))
-    except (OSError, KeyError, ValueError, yaml.YAMLError) as exc:
-        print(f"cgdm train: error: bad config {args.config}: {exc!r}", file=sys.stderr)
-        return 2
-    device = args.device or cfg.get("device", "cpu")
-    params, requires = cfg.get("params", {}) or {}, cfg.get("requires", {}) or {}
-    stage = cfg.get("stage", "base")
-    if stage == "base":
-        try:
-            train_base(params, images, out, requires, device, resume=args.resume)
-        except ValueError as exc:
-            print(f"cgdm train: error: {exc}", file=sys.stderr)
-            return 2
-    elif stage == "decoder":
-        train_decoder(params, images, Path(out), requires, device)
-    else:
-        print(f"cgdm train: error: unknown stage {stage!r} (expected 'base' or 'decoder')", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0

@@ -99,14 +99,14 @@ def test_needs_one_base_checkpoint(setup):
 def test_cgdm_train_dispatches_decoder_stage(setup):
     import yaml
 
-    from cgdm.train import main
+    from cgdm.cli_train import train_main
 
     root, images, base_ckpt = setup
     cfg = root / "dec.yaml"
     out = root / "cli.pth"
     cfg.write_text(yaml.safe_dump({"stage": "decoder", "out": str(out), "train_images": [str(p) for p in images],
                                    "requires": {"base": str(base_ckpt)}, "params": TINY}))
-    assert main(["--config", str(cfg)]) == 0
+    assert train_main(["--config", str(cfg)]) == 0
     assert np.isfinite(load_decoder(out)[1]["final"]["loss"])
 
 

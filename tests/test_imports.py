@@ -14,10 +14,10 @@ Layers (:data:`LAYERS`, every module of ``cgdm`` and ``baselines`` placed in one
 * core: the networks, sampler, bitstream, zoo and trainers, plus self-contained utilities they use
   (:mod:`cgdm.download`, :mod:`cgdm.hashing`, :mod:`cgdm.weights`). Imports only core.
 * harness: the codec interface and CGDM's workflow codecs (:mod:`cgdm.harness`), the results format,
-  datasets, the encode/train workflow steps and the workflow's state files.
+  datasets, the encode workflow step and the workflow's state files.
 * baselines (:mod:`baselines`) and evaluation (:mod:`cgdm.evaluation`): built on core and harness,
   never on each other, never on the command line.
-* cli: ``cgdm <command>`` and the ``.cgdm`` command lines.
+* cli: ``cgdm <command>``: the ``.cgdm`` command lines, ``cgdm train`` and the zoo steps.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ LAYERS: dict[str, str] = {
     "cgdm.sampling_options": CORE,  # a .cgdm file's decoding settings and their bytes; no torch
     "cgdm.syntax": CORE,
     "cgdm.tensors": CORE,
-    "cgdm.train": CORE,  # its main (`cgdm train`) uses argparse only, nothing of the command-line layer
+    "cgdm.train": CORE,  # the trainer; `cgdm train` is cgdm.cli_train
     "cgdm.train_diffusion": CORE,
     "cgdm.training": CORE,
     "cgdm.variants": CORE,
@@ -231,6 +231,7 @@ LAYERS: dict[str, str] = {
     "cgdm.cli_cgdm": CLI,
     "cgdm.cli_codec": CLI,
     "cgdm.cli_datasets": CLI,
+    "cgdm.cli_train": CLI,  # `cgdm train` (any trainer, from a file or the workflow's spec), zoo-ship, zoo-extend
     "cgdm.cli_util": CLI,
 }
 

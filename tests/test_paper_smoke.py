@@ -40,7 +40,7 @@ _spec.loader.exec_module(make_config)
 def snakemake(workdir, *args, timeout=1800):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     res = subprocess.run([SNAKEMAKE, "--cores", "2", "--directory", str(workdir), "--snakefile",
-                          str(REPO / "Snakefile"), *args], cwd=REPO, capture_output=True, text=True,
+                          str(REPO / "workflow" / "Snakefile"), *args], cwd=REPO, capture_output=True, text=True,
                          env=env, timeout=timeout)
     res.output = res.stdout + res.stderr
     return res
@@ -59,7 +59,7 @@ def paper():
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("paper-smoke")
-    # config/config.yaml under --directory: the Snakefile's configfile resolves to it
+    # config/config.yaml under --directory: the workflow's configfile resolves to it
     make_config.write_smoke_config(work / "config" / "config.yaml")
     res = snakemake(work, *TARGETS)
     (work / "snakemake.log").write_text(res.output)

@@ -1,12 +1,16 @@
-"""Training of the base codec: export, resume after an interruption, config dispatch."""
+"""Training of the base codec: export, resume after an interruption; `cgdm train` (file, spec, flags)."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +18,8 @@ import torch
 import yaml
 from PIL import Image
 
-from cgdm import train
+from cgdm import train, train_diffusion
+from cgdm.cli_train import train_main
 from cgdm.train import train_base
 from cgdm.zoo import load_base_codec, load_checkpoint
 
@@ -142,7 +147,7 @@ def test_restarts_reset_the_schedule_and_extension_equals_training_from_scratch(
 
 def test_zoo_extend_continues_a_shipped_model(images, tmp_path, monkeypatch):
     from cgdm import zoo
-    from cgdm.pipeline import zoo_extend_main
+    from cgdm.cli_train import zoo_extend_main
 
     spec = {"trainer": "cgdm.train:train_base", "zoo": "tiny", "params": {**TINY, "steps": 4}}
     zoo.ship({"tiny": (spec, train_base(spec["params"], images, tmp_path / "t.pth", progress=False), {})},
@@ -162,31 +167,161 @@ def test_zoo_extend_continues_a_shipped_model(images, tmp_path, monkeypatch):
     assert zoo_extend_main(["tiny", *args]) == 2  # no restart at the shipped steps: it cannot continue
 
 
-def test_cli_train_and_decoder_dispatch(images, tmp_path, monkeypatch):
+def _yaml(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """The decoder trainer replaced by a recorder: the arguments `cgdm train` calls it with."""
+    seen = []
+
+    def record(params, images, out, requires, device, *, resume="not passed"):
+        seen.append({"params": params, "images": images, "out": out, "requires": requires, "device": device,
+                     **({} if resume == "not passed" else {"resume": resume})})
+        Path(out).write_bytes(b"x")
+
+    monkeypatch.setattr(train_diffusion, "train_decoder", record)
+    return seen
+
+
+def test_cli_train_from_a_file_with_stage_shorthand(images, tmp_path, calls):
+    """The standalone file of a CGDM stage: `stage: base` (or no stage) trains the base codec; `stage: decoder`
+    the decoder, with the file's requires mapping, images and device."""
     cfg = {"stage": "base", "out": str(tmp_path / "cli.pth"), "train_images": str(images[0].parent),
            "params": {**TINY, "steps": 2}}
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(cfg))
-    assert train.main(["--config", str(tmp_path / "base.yaml")]) == 0
+    assert train_main(["--config", _yaml(tmp_path / "base.yaml", cfg)]) == 0
     assert load_checkpoint(tmp_path / "cli.pth")["meta"]["steps"] == 2
+    assert not calls
 
-    calls = []
-    monkeypatch.setattr(train, "train_decoder", lambda *args: calls.append(args))
     cfg = {"stage": "decoder", "out": str(tmp_path / "dec.pth"), "train_images": [str(p) for p in images[:2]],
            "requires": {"base": str(tmp_path / "cli.pth")}, "params": {"steps": 5}, "device": "cpu"}
-    (tmp_path / "dec.yaml").write_text(yaml.safe_dump(cfg))
-    assert train.main(["--config", str(tmp_path / "dec.yaml")]) == 0
-    (params, imgs, out, requires, device), = calls
-    assert params == {"steps": 5} and imgs == images[:2] and out == tmp_path / "dec.pth"
-    assert requires == {"base": str(tmp_path / "cli.pth")} and device == "cpu"
+    assert train_main(["--config", _yaml(tmp_path / "dec.yaml", cfg)]) == 0
+    assert calls == [{"params": {"steps": 5}, "images": images[:2], "out": tmp_path / "dec.pth",
+                      "requires": {"base": tmp_path / "cli.pth"}, "device": "cpu"}]
+    # the same with the trainer named (the keys of a workflow models: entry)
+    cfg = {**cfg, "trainer": "cgdm.train_diffusion:train_decoder"}
+    del cfg["stage"]
+    assert train_main(["--config", _yaml(tmp_path / "dec2.yaml", cfg)]) == 0
+    assert calls[1] == calls[0]
 
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"stage": "nope", "out": "x"}))
-    assert train.main(["--config", str(tmp_path / "bad.yaml")]) == 2
-    assert train.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+
+def test_cli_train_flags_override_the_file(images, tmp_path, calls, monkeypatch):
+    threads = []
+    monkeypatch.setattr("cgdm.cli_train.set_threads", threads.append)
+    cfg = {"trainer": "cgdm.train_diffusion:train_decoder", "out": str(tmp_path / "file.pth"), "threads": 3,
+           "train_images": [str(images[0])], "requires": {"base": "file_base.pth"}, "device": "cuda"}
+    path = _yaml(tmp_path / "dec.yaml", cfg)
+    assert train_main(["--config", path]) == 0
+    assert train_main(["--config", path, "--out", str(tmp_path / "flag.pth"), "--train-dir", str(images[0].parent),
+                       "--require", "base=flag_base.pth", "--device", "cpu", "--threads", "1"]) == 0
+    assert threads == [3, 1]
+    file, flags = calls
+    assert (file["out"], file["images"], file["device"]) == (tmp_path / "file.pth", [images[0]], "cuda")
+    assert file["requires"] == {"base": Path("file_base.pth")}
+    assert (flags["out"], flags["images"], flags["device"]) == (tmp_path / "flag.pth", images, "cpu")
+    assert flags["requires"] == {"base": Path("flag_base.pth")}
+
+
+def test_cli_train_with_a_workflow_spec(images, tmp_path, calls):
+    """What the workflow passes: the entry as JSON (requires by name, gpu, zoo, threads), paths as flags."""
+    spec = {"trainer": "cgdm.train_diffusion:train_decoder", "params": {"steps": 5}, "requires": ["cgdm_base"],
+            "threads": 1, "gpu": False, "zoo": "cgdm-decoder-quick"}
+    args = ["--name", "cgdm_decoder", "--spec", json.dumps(spec), "--train-dir", str(images[0].parent),
+            "--out", str(tmp_path / "d.pt"), "--device", "cpu", "--threads", "1"]
+    assert train_main(args) == 2  # the required model's checkpoint is missing
+    assert train_main([*args, "--require", "cgdm_base=b.pt"]) == 0
+    assert calls == [{"params": {"steps": 5}, "images": images, "out": tmp_path / "d.pt",
+                      "requires": {"cgdm_base": Path("b.pt")}, "device": "cpu"}]  # the entry's zoo: not installed
+    base = {"trainer": "cgdm.train:train_base", "params": {**TINY, "steps": 1}, "threads": 1}
+    assert train_main(["--spec", json.dumps(base), "--train-dir", str(images[0].parent),
+                       "--out", str(tmp_path / "b.pt")]) == 0
+    assert load_checkpoint(tmp_path / "b.pt")["meta"]["steps"] == 1
+
+
+def test_cli_train_no_resume_starts_over(images, tmp_path, calls):
+    out = tmp_path / "r.pth"
+    with pytest.raises(Interrupt):
+        train_base(TINY, images, out, progress=False, on_step=_stop_at(2))
+    spec = json.dumps({"trainer": "cgdm.train:train_base", "params": TINY})
+    args = ["--spec", spec, "--train-dir", str(images[0].parent), "--out", str(out)]
+    with pytest.warns(UserWarning, match="will be overwritten"):
+        assert train_main([*args, "--no-resume"]) == 0
+    assert load_checkpoint(out)["meta"]["weights_sha256"] == load_checkpoint(
+        train_base(TINY, images, tmp_path / "fresh.pth", progress=False))["meta"]["weights_sha256"]
+    # by default a trainer is called with the five arguments alone; --no-resume adds resume=False
+    dec = ["--config", _yaml(tmp_path / "d.yaml", {"stage": "decoder", "out": str(tmp_path / "d.pth"),
+                                                   "train_images": [str(images[0])]})]
+    assert train_main(dec) == 0 and train_main([*dec, "--no-resume"]) == 0
+    assert "resume" not in calls[0] and calls[1]["resume"] is False
+
+
+def test_cli_train_installs_shipped_weights(images, tmp_path, monkeypatch):
+    from cgdm import zoo
+
+    spec = {"trainer": "cgdm.train:train_base", "zoo": "tiny", "params": {**TINY, "steps": 1}}
+    shipped = train_base(spec["params"], images, tmp_path / "t.pth", progress=False)
+    zoo.ship({"tiny": (spec, shipped, {})}, "r1", tmp_path / "zoo")
+    monkeypatch.setattr(zoo, "install_shipped", functools.partial(zoo.install_shipped, folder=tmp_path / "zoo"))
+    out = tmp_path / "models" / "tiny.pt"
+    args = ["--spec", json.dumps(spec), "--out", str(out), "--zoo", "tiny"]
+    assert train_main(args) == 0
+    assert load_checkpoint(out)["meta"]["weights_sha256"] == load_checkpoint(shipped)["meta"]["weights_sha256"]
+    # the spec must be the one the weights were trained with (here: stage base is the same trainer)
+    assert train_main(["--config", _yaml(tmp_path / "s.yaml", {"stage": "base", "params": spec["params"]}),
+                       "--out", str(tmp_path / "s.pt"), "--zoo", "tiny"]) == 0
+    other = json.dumps({**spec, "params": {**TINY, "steps": 2}})
+    assert train_main(["--spec", other, "--out", str(tmp_path / "o.pt"), "--zoo", "tiny"]) == 2
+    assert not (tmp_path / "o.pt").exists()
+
+
+@pytest.mark.parametrize("cfg, flags, message", [
+    ({"stage": "nope", "out": "x"}, [], "unknown stage 'nope'"),
+    ({"stage": "base", "trainer": "baselines.learned:train", "out": "x"}, [], "give one"),
+    ({"stgae": "base", "out": "x"}, [], r"unknown keys \['stgae'\]"),
+    ({"trainer": "no.such:trainer", "out": "x"}, [], "cannot import"),
+    ({"stage": "base"}, [], "give --out"),
+    ({"stage": "base", "out": "x", "requires": {"base": "b"}}, ["--require", "base"], "expected NAME=PATH"),
+    ({"stage": "base", "out": "x", "requires": "cgdm_base"}, [], r"requires: expected \{name: checkpoint\}"),
+    ({"stage": "base", "out": "x", "train_images": "no/such/folder"}, [], "is not a folder"),
+    ({"stage": "base", "out": "x", "train_images": []}, [], "no training images"),
+    ({"stage": "base", "out": "x", "params": {"stpes": 3}}, [], "unknown training params"),
+    ({"stage": "decoder", "out": "x"}, ["--no-resume"], "has no resume parameter"),
+])
+def test_cli_train_refuses_with_one_line(cfg, flags, message, images, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_diffusion, "train_decoder", lambda params, images, out, requires, device: None)
+    monkeypatch.chdir(tmp_path)
+    cfg = {"train_images": [str(p) for p in images], **cfg}
+    assert train_main(["--config", _yaml(tmp_path / "bad.yaml", cfg), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cgdm train: error: ") and err.count("\n") == 1 and re.search(message, err), err
+    assert not list(tmp_path.glob("x*"))
+
+
+def test_cli_train_refuses_a_missing_or_bad_source(tmp_path, capsys):
+    assert train_main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert train_main(["--spec", "{not json"]) == 2
+    assert train_main(["--spec", "[1, 2]", "--out", "x"]) == 2
+    with pytest.raises(SystemExit):
+        train_main(["--out", "x"])  # neither --config nor --spec
+    with pytest.raises(SystemExit):
+        train_main(["--config", "a.yaml", "--spec", "{}"])
+
+
+def test_cli_train_knows_every_key_of_a_workflow_models_entry():
+    """`cgdm train --spec` takes the workflow's models: entries as they are: their keys are those of the schema."""
+    from cgdm.cli_train import ENTRY_KEYS
+
+    schema = yaml.safe_load((Path(__file__).resolve().parent.parent / "workflow/schemas/config.schema.yaml")
+                            .read_text())
+    assert set(schema["properties"]["models"]["additionalProperties"]["properties"]) == ENTRY_KEYS
 
 
 @pytest.mark.slow
 def test_kill_and_resume_subprocess(images, tmp_path):
-    """SIGKILL a real `cgdm train` mid-run, resume with --resume: same weights as an uninterrupted run."""
+    """SIGKILL a real `cgdm train` mid-run, run the same command again (it resumes from <out>.state by
+    default): same weights as an uninterrupted run."""
     params = {**TINY, "steps": 40, "checkpoint_every": 5}
 
     def config(name):
@@ -209,7 +344,7 @@ def test_kill_and_resume_subprocess(images, tmp_path):
     assert not (tmp_path / "killed.pth").exists()
     step = torch.load(state, weights_only=False)["step"]
     assert 10 <= step < 40
-    subprocess.run(cmd + [config("killed"), "--resume"], check=True, capture_output=True, timeout=600)
+    subprocess.run(cmd + [config("killed")], check=True, capture_output=True, timeout=600)
     full = load_checkpoint(tmp_path / "full.pth")["meta"]
     killed = load_checkpoint(tmp_path / "killed.pth")["meta"]
     assert killed["steps"] == full["steps"] == 40

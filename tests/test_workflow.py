@@ -26,7 +26,7 @@ def fresh_checkout(tmp_path_factory):
 
 
 def snakemake(workdir, *args):
-    # cwd: the repository (Snakefile, profiles/default); --directory: where configs resolve and outputs go
+    # cwd: the repository (workflow/Snakefile, profiles/default); --directory: where configs resolve and outputs go
     res = subprocess.run([SNAKEMAKE, "--nolock", *args, "--directory", str(workdir)], cwd=REPO,
                          capture_output=True, text=True, timeout=300)
     res.output = res.stdout + res.stderr
@@ -61,7 +61,7 @@ def test_paper_profile_covers_three_datasets(fresh_checkout):
 
 
 # what snakemake's own command-line parser makes of a command line, profiles included (run in the repository,
-# where it finds the Snakefile and so profiles/default)
+# where it finds workflow/Snakefile and profiles/default)
 _PARSED = """
 import json, sys
 from snakemake.cli import parse_args
@@ -173,7 +173,7 @@ def test_paper_profile_does_not_inherit_the_quick_training_recipe(fresh_checkout
 
 
 def _train_commands(res):
-    return [line for line in res.output.splitlines() if "cgdm train-model" in line]
+    return [line for line in res.output.splitlines() if "cgdm train --name " in line]
 
 
 def test_quick_profile_installs_the_shipped_weights(fresh_checkout):

@@ -24,7 +24,7 @@ from PIL import Image
 
 from cgdm.bitstream import read_cgdm
 
-from helpers.workflow import TARGETS, new_workdir, snakemake, snakemake_cmd, workflow_env
+from helpers.workflow import REPO, TARGETS, new_workdir, snakemake, snakemake_cmd, workflow_env
 
 # the first test of a session to use the .test workflow run (tests/helpers/workflow.py) pays for it in its
 # setup: ~4 min on 2 idle cores, ~9 min on a loaded machine; pytest-timeout counts setup time too
@@ -65,7 +65,7 @@ def run_and_kill(work: Path, sig: int, delay: float, log: Path) -> bool:
     with open(log, "w") as f:
         # its own process group, like a shell job; SIGINT handled as in a terminal even when pytest was
         # started in the background (which makes the shell ignore SIGINT for its children)
-        proc = subprocess.Popen(snakemake_cmd(work, *TARGETS), stdout=f, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(snakemake_cmd(work, *TARGETS), cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
                                 env=workflow_env(work), start_new_session=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:

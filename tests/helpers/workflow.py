@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+SNAKEFILE = REPO / "workflow" / "Snakefile"
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 #: what the shared run builds: every stage of the workflow
 TARGETS = ("results/rd_curves.pdf", "ablations", "results/crops/kodak_tiny.png")
@@ -33,12 +34,15 @@ def workflow_env(workdir: Path, **extra: str) -> dict:
 
 
 def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
-    return [SNAKEMAKE, "--cores", "2", "--directory", str(workdir), "--snakefile", str(REPO / "Snakefile"), *args]
+    """The command of a run on ``workdir``, to run in the repository (``cwd=REPO``): Snakemake finds the
+    workflow profile profiles/default in its working directory (it also looks next to the Snakefile, in
+    workflow/profiles/, which does not exist)."""
+    return [SNAKEMAKE, "--cores", "2", "--directory", str(workdir), "--snakefile", str(SNAKEFILE), *args]
 
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: float = 1500):
     """Run snakemake on ``workdir`` (finished process, output captured)."""
-    return subprocess.run(snakemake_cmd(workdir, *args), check=False, capture_output=True, text=True,
+    return subprocess.run(snakemake_cmd(workdir, *args), cwd=REPO, check=False, capture_output=True, text=True,
                           env=env or workflow_env(workdir), timeout=timeout)
 
 

@@ -63,8 +63,10 @@ for _name, _entry in MODELS.items():
             _config_error(f"models.{_name}: {exc}")
         for _req in _entry.get("requires", []):
             if not shipped(_req):
-                _config_error(f"model {_name!r} is installed from the zoo but {_req!r}, which it requires, is "
-                              "trained here; give both `zoo:` names or set retrain: true")
+                _config_error(
+                    f"model {_name!r} is installed from the zoo but {_req!r}, which it requires, is "
+                    "trained here; give both `zoo:` names or set retrain: true"
+                )
 if ABLATIONS and ABLATIONS.get("full") not in CODECS:
     _config_error(f"ablations.full = {ABLATIONS.get('full')!r} is not a codec in codecs:")
 _anchor = config.get("report", {}).get("anchor")
@@ -73,8 +75,10 @@ if _anchor and _anchor not in CODECS:
 _measured = set(config.get("metrics", {}).get("per_image", [])) | set(config.get("metrics", {}).get("distribution", []))
 _unmeasured = [m for m in config.get("report", {}).get("bd_metrics") or [] if m not in _measured]
 if _unmeasured:
-    _config_error(f"report.bd_metrics names {_unmeasured}, which metrics.per_image / metrics.distribution do "
-                  f"not compute; choose from {sorted(_measured)}")
+    _config_error(
+        f"report.bd_metrics names {_unmeasured}, which metrics.per_image / metrics.distribution do "
+        f"not compute; choose from {sorted(_measured)}"
+    )
 for _name, _entry in PUBLISHED.items():
     if _entry["dataset"] not in DATASETS:
         # Published curves for datasets we do not evaluate are simply not drawn.
@@ -106,12 +110,16 @@ if DP_CURVE:
         _config_error(f"dp_curve.base = {DP_BASE!r} is not a codec in codecs:")
     for _name in DP_CODECS:
         if not 0 <= int(DP_CURVE["rate"]) < len(ALL_CODECS[_name]["rates"]):
-            _config_error(f"dp_curve.rate = {DP_CURVE['rate']} is not a rate index of codec {_name!r} "
-                          f"(its rates: {ALL_CODECS[_name]['rates']}; dp_curve.rate indexes that list)")
+            _config_error(
+                f"dp_curve.rate = {DP_CURVE['rate']} is not a rate index of codec {_name!r} "
+                f"(its rates: {ALL_CODECS[_name]['rates']}; dp_curve.rate indexes that list)"
+            )
     for _i, _point in enumerate(DP_CURVE["points"]):
         if not _point or "seed" in _point:
-            _config_error(f"dp_curve.points[{_i}] = {_point}: give decoder settings (guidance, bound, ...), "
-                          "not the seed (dp_curve.seeds)")
+            _config_error(
+                f"dp_curve.points[{_i}] = {_point}: give decoder settings (guidance, bound, ...), "
+                "not the seed (dp_curve.seeds)"
+            )
     if len({json.dumps(p, sort_keys=True) for p in DP_CURVE["points"]}) != len(DP_CURVE["points"]):
         _config_error("dp_curve.points lists the same settings twice")
 
@@ -138,13 +146,20 @@ def study_settings(study, codec):
         return [{"name": f"seed{s}", "overrides": {"seed": s}} for s in ABLATION_SEEDS]
     if codec == DP_BASE:
         return [{"name": "as_encoded", "overrides": {}}]  # no decoder: the encoded files as they are
-    return [{"name": f"p{i}_seed{s}", "point": i, "overrides": {**point, "seed": int(s)}}
-            for i, point in enumerate(DP_CURVE["points"]) for s in DP_CURVE["seeds"]]
+    return [
+        {"name": f"p{i}_seed{s}", "point": i, "overrides": {**point, "seed": int(s)}}
+        for i, point in enumerate(DP_CURVE["points"])
+        for s in DP_CURVE["seeds"]
+    ]
 
 
 def study_csvs(study, datasets=None):
-    return [f"results/redecoded/{study}/{d}/{c}/{r}/metrics.csv"
-            for d in (datasets or DATASETS) for c in study_codecs(study) for r in study_rates(study, c)]
+    return [
+        f"results/redecoded/{study}/{d}/{c}/{r}/metrics.csv"
+        for d in (datasets or DATASETS)
+        for c in study_codecs(study)
+        for r in study_rates(study, c)
+    ]
 
 
 def variant_args():
@@ -251,12 +266,7 @@ def codec_hash(codec, dataset):
 
 
 def encode_csvs(codecs, datasets=None):
-    return [
-        f"results/encoded/{d}/{c}/{r}/encode.csv"
-        for d in (datasets or DATASETS)
-        for c in codecs
-        for r in rates(c)
-    ]
+    return [f"results/encoded/{d}/{c}/{r}/encode.csv" for d in (datasets or DATASETS) for c in codecs for r in rates(c)]
 
 
 def metric_csvs(codecs, datasets=None):
@@ -284,7 +294,9 @@ def snapshot_copies(optional=False):
         tables += ["ablation_table", "dp_curve_table"]
         figures += [f"results/ablations-{d}.png" for d in DATASETS] + ["results/dp_curve.png"]
     pairs = [(f, f"results/reference/{Path(f).name}") for f in figures]
-    pairs += [(f"results/tables/{t}.{ext}", f"results/reference/tables/{t}.{ext}") for t in tables for ext in ("md", "tex")]
+    pairs += [
+        (f"results/tables/{t}.{ext}", f"results/reference/tables/{t}.{ext}") for t in tables for ext in ("md", "tex")
+    ]
     pairs += [(f"results/crops/{d}.png", f"results/reference/crops-{d}.png") for d in DATASETS]
     return [f"{src}::{dst}" for src, dst in pairs]
 
@@ -298,12 +310,16 @@ def snapshot_copies(optional=False):
 
 # Products outside the default target, shown by the report once they exist: path -> command building it.
 # Another optional output only needs a `report(...)`-flagged rule output and a line here.
-OPTIONAL_REPORT_PRODUCTS = {
-    "results/ablations.pdf": "snakemake --cores 8 ablations",
-    "results/tables/ablation_table.md": "snakemake --cores 8 ablations",
-    "results/dp_curve.png": "snakemake --cores 8 dp_curve",
-    "results/tables/dp_curve_table.md": "snakemake --cores 8 dp_curve",
-} if ABLATIONS else {}
+OPTIONAL_REPORT_PRODUCTS = (
+    {
+        "results/ablations.pdf": "snakemake --cores 8 ablations",
+        "results/tables/ablation_table.md": "snakemake --cores 8 ablations",
+        "results/dp_curve.png": "snakemake --cores 8 dp_curve",
+        "results/tables/dp_curve_table.md": "snakemake --cores 8 dp_curve",
+    }
+    if ABLATIONS
+    else {}
+)
 
 
 def _report_only(argv):
@@ -322,8 +338,8 @@ def report_view(targets, command="snakemake --cores 8"):
     view = [p for p in _report_products(targets, command) if Path(p).exists()]
     if not_built_yet(targets, command):
         # absolute: the page is part of the workflow, not of the working directory (--directory)
-        page = Path(workflow.basedir) / "workflow/report/not_built.svg"
-        view.append(report(str(page), caption="workflow/report/not_built.rst", category="Not built yet"))
+        page = Path(workflow.basedir) / "report/not_built.svg"
+        view.append(report(str(page), caption="report/not_built.rst", category="Not built yet"))
     return view
 
 

@@ -9,6 +9,15 @@ rule encode:
         state=lambda wc: codec_state_files(wc.codec),
     output:
         csv="results/encoded/{dataset}/{codec}/{rate}/encode.csv",
+    log:
+        "logs/encode/{dataset}/{codec}/{rate}.log",
+    benchmark:
+        "results/benchmarks/encode/{dataset}/{codec}/{rate}.tsv"
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        gpu=lambda wc: 1 if ALL_CODECS[wc.codec].get("gpu") else 0,
     params:
         entry=lambda wc: json.dumps(ALL_CODECS[wc.codec]),
         images=lambda wc: dataset_dir(wc.dataset),
@@ -17,15 +26,6 @@ rule encode:
         limit=lambda wc: DATASETS[wc.dataset].get("limit", 0),
         config_hash=lambda wc: codec_hash(wc.codec, wc.dataset),
         device=device(),
-    threads: 1
-    resources:
-        gpu=lambda wc: 1 if ALL_CODECS[wc.codec].get("gpu") else 0,
-    conda:
-        CONDA_ENV
-    log:
-        "logs/encode/{dataset}/{codec}/{rate}.log",
-    benchmark:
-        "results/benchmarks/encode/{dataset}/{codec}/{rate}.tsv"
     shell:
         "cgdm encode --dataset {wildcards.dataset} --images-dir {params.images} --codec {wildcards.codec}"
         " --entry {params.entry:q} --rate {wildcards.rate} {params.models} --out-dir {params.out_dir}"

@@ -4,12 +4,12 @@
 rule published_curve:
     output:
         "results/published/{name}.csv",
-    params:
-        entry=lambda wc: json.dumps(PUBLISHED[wc.name]),
-    conda:
-        CONDA_ENV
     log:
         "logs/published/{name}.log",
+    conda:
+        CONDA_ENV
+    params:
+        entry=lambda wc: json.dumps(PUBLISHED[wc.name]),
     shell:
         "python -m baselines.published --name {wildcards.name} --entry {params.entry:q} --out {output} > {log} 2>&1"
 
@@ -20,10 +20,10 @@ rule aggregate:
         published_csvs(),
     output:
         "results/results.csv",
-    conda:
-        CONDA_ENV
     log:
         "logs/report/aggregate.log",
+    conda:
+        CONDA_ENV
     shell:
         "python -m cgdm.evaluation.aggregate --out {output} {input} > {log} 2>&1"
 
@@ -33,10 +33,10 @@ rule aggregate_ablations:
         metric_csvs([ABLATIONS.get("full")] + list(ABLATION_CODECS)) if ABLATIONS else [],
     output:
         "results/ablations.csv",
-    conda:
-        CONDA_ENV
     log:
         "logs/report/aggregate_ablations.log",
+    conda:
+        CONDA_ENV
     shell:
         "python -m cgdm.evaluation.aggregate --out {output} {input} > {log} 2>&1"
 
@@ -49,16 +49,14 @@ rule rd_report:
         rd=report("results/tables/rd_table.md", caption="../report/tables.rst", category="Tables"),
         bd=report("results/tables/bd_rate_table.md", caption="../report/tables.rst", category="Tables"),
         runtime=report("results/tables/runtime_table.md", caption="../report/tables.rst", category="Tables"),
+    log:
+        "logs/report/report.log",
+    conda:
+        CONDA_ENV
     params:
         anchor=config.get("report", {}).get("anchor", ""),
         bd_metrics=",".join(config.get("report", {}).get("bd_metrics") or []),
-        labels=json.dumps(
-            {c: e["label"] for c, e in {**ALL_CODECS, **PUBLISHED}.items() if e.get("label")}
-        ),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/report/report.log",
+        labels=json.dumps({c: e["label"] for c, e in {**ALL_CODECS, **PUBLISHED}.items() if e.get("label")}),
     shell:
         "python -m cgdm.evaluation.report --results {input.results} --pdf {output.pdf}"
         " --tables results/tables --anchor {params.anchor} --bd-metrics {params.bd_metrics:q}"
@@ -74,13 +72,13 @@ rule ablation_report:
         pdf=report("results/ablations.pdf", caption="../report/ablations.rst", category="Ablations"),
         table=report("results/tables/ablation_table.md", caption="../report/tables.rst", category="Tables"),
         paired="results/tables/ablation_paired.csv",
+    log:
+        "logs/report/ablations.log",
+    conda:
+        CONDA_ENV
     params:
         variants=variant_args(),
         bd_metrics=",".join(config.get("report", {}).get("bd_metrics") or []),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/report/ablations.log",
     shell:
         "python -m cgdm.evaluation.report --ablations {input.results} --seeds {input.seeds} --pdf {output.pdf}"
         " --tables results/tables --bd-metrics {params.bd_metrics:q} {params.variants} > {log} 2>&1"
@@ -103,24 +101,24 @@ rule reference_snapshot:
         crops=expand("results/crops/{dataset}.png", dataset=DATASETS),
     output:
         "results/reference/rd_curves.pdf",
+    log:
+        "logs/report/reference_snapshot.log",
+    conda:
+        CONDA_ENV
     params:
         copies=snapshot_copies(),
         optional=snapshot_copies(optional=True),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/report/reference_snapshot.log",
     shell:
         "(set -euo pipefail; missing=0"
         " && for pair in {params.copies:q}; do src=${{pair%%::*}};"
-        " if [ ! -f \"$src\" ]; then echo \"reference_snapshot: missing product $src\" >&2; missing=1; fi; done"
-        " && if [ $missing = 1 ]; then echo \"reference_snapshot: nothing copied\" >&2; exit 1; fi"
+        ' if [ ! -f "$src" ]; then echo "reference_snapshot: missing product $src" >&2; missing=1; fi; done'
+        ' && if [ $missing = 1 ]; then echo "reference_snapshot: nothing copied" >&2; exit 1; fi'
         " && mkdir -p results/reference/tables"
         " && for pair in {params.copies:q}; do src=${{pair%%::*}}; dst=${{pair##*::}};"
-        " cp \"$src\" \"$dst\"; echo \"copied $src -> $dst\"; done"
+        ' cp "$src" "$dst"; echo "copied $src -> $dst"; done'
         " && for pair in {params.optional:q}; do src=${{pair%%::*}}; dst=${{pair##*::}};"
-        " if [ -f \"$src\" ]; then cp \"$src\" \"$dst\"; echo \"copied $src -> $dst\";"
-        " else echo \"optional $src not built: not copied\"; fi; done"
+        ' if [ -f "$src" ]; then cp "$src" "$dst"; echo "copied $src -> $dst";'
+        ' else echo "optional $src not built: not copied"; fi; done'
         " && cp results/rd_curves.pdf {output}) > {log} 2>&1"
 
 
@@ -133,19 +131,21 @@ rule crops:
     output:
         png=report("results/crops/{dataset}.png", caption="../report/crops.rst", category="Crops"),
         table="results/crops/{dataset}.csv",
+    log:
+        "logs/report/crops_{dataset}.log",
+    conda:
+        CONDA_ENV
     params:
         labels=json.dumps({c: e["label"] for c, e in CODECS.items() if e.get("label")}),
         entries=json.dumps(CODECS),
         bpp=lambda wc: f"--bpp {config['report']['crops_bpp']}" if config.get("report", {}).get("crops_bpp") else "",
-        reference=lambda wc: f"--reference {config['report']['crops_reference']}"
-        if config.get("report", {}).get("crops_reference") else "",
+        reference=lambda wc: (
+            f"--reference {config['report']['crops_reference']}"
+            if config.get("report", {}).get("crops_reference")
+            else ""
+        ),
         tolerance=config.get("report", {}).get("crops_tolerance", 0.05),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/report/crops_{dataset}.log",
     shell:
         "python -m cgdm.evaluation.crops {input} --out {output.png} --table {output.table}"
         " --labels {params.labels:q} --entries {params.entries:q} {params.bpp} {params.reference}"
         " --tolerance {params.tolerance} > {log} 2>&1"
-

@@ -13,25 +13,26 @@ rule redecode:
         models=lambda wc: list(codec_models(wc.codec).values()),
     output:
         csv="results/redecoded/{study}/{dataset}/{codec}/{rate}/decode.csv",
+    log:
+        "logs/redecode/{study}/{dataset}/{codec}/{rate}.log",
+    benchmark:
+        "results/benchmarks/redecode/{study}/{dataset}/{codec}/{rate}.tsv"
+    wildcard_constraints:
+        study="ablations|dp_curve",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        gpu=lambda wc: 1 if ALL_CODECS[wc.codec].get("gpu") else 0,
     params:
         entry=lambda wc: json.dumps(ALL_CODECS[wc.codec]),
         models=lambda wc: " ".join(f"--model {k}={v}" for k, v in codec_models(wc.codec).items()),
         settings=lambda wc: json.dumps(study_settings(wc.study, wc.codec)),
         out_dir=lambda wc: f"results/redecoded/{wc.study}/{wc.dataset}/{wc.codec}/{wc.rate}",
-        config_hash=lambda wc: _hash({"codec": codec_hash(wc.codec, wc.dataset),
-                                      "settings": study_settings(wc.study, wc.codec)}),
+        config_hash=lambda wc: _hash(
+            {"codec": codec_hash(wc.codec, wc.dataset), "settings": study_settings(wc.study, wc.codec)}
+        ),
         device=device(),
-    wildcard_constraints:
-        study="ablations|dp_curve",
-    threads: 1
-    resources:
-        gpu=lambda wc: 1 if ALL_CODECS[wc.codec].get("gpu") else 0,
-    conda:
-        CONDA_ENV
-    log:
-        "logs/redecode/{study}/{dataset}/{codec}/{rate}.log",
-    benchmark:
-        "results/benchmarks/redecode/{study}/{dataset}/{codec}/{rate}.tsv"
     shell:
         "python -m cgdm.evaluation.studies decode --encode-csv {input.encode} --study {wildcards.study}"
         " --entry {params.entry:q} {params.models} --settings {params.settings:q} --out-dir {params.out_dir}"
@@ -45,18 +46,18 @@ rule redecode_metrics:
         state=lambda wc: metric_state_files(study_metrics(wc.study)),
     output:
         "results/redecoded/{study}/{dataset}/{codec}/{rate}/metrics.csv",
-    params:
-        metrics=lambda wc: ",".join(study_metrics(wc.study)),
-        device=device(),
-    wildcard_constraints:
-        study="ablations|dp_curve",
-    threads: 1
-    conda:
-        CONDA_ENV
     log:
         "logs/redecode/{study}/{dataset}/{codec}/{rate}.metrics.log",
     benchmark:
         "results/benchmarks/redecode/{study}/{dataset}/{codec}/{rate}.metrics.tsv"
+    wildcard_constraints:
+        study="ablations|dp_curve",
+    conda:
+        CONDA_ENV
+    threads: 1
+    params:
+        metrics=lambda wc: ",".join(study_metrics(wc.study)),
+        device=device(),
     shell:
         "python -m cgdm.evaluation.studies metrics --decode-csv {input.csv} --out {output}"
         " --metrics {params.metrics} --device {params.device} --threads {threads} > {log} 2>&1"
@@ -67,10 +68,10 @@ rule aggregate_ablation_seeds:
         study_csvs("ablations"),
     output:
         "results/ablation_seeds.csv",
-    conda:
-        CONDA_ENV
     log:
         "logs/report/aggregate_ablation_seeds.log",
+    conda:
+        CONDA_ENV
     shell:
         "python -m cgdm.evaluation.studies aggregate --out {output} {input} > {log} 2>&1"
 
@@ -80,10 +81,10 @@ rule aggregate_dp_curve:
         study_csvs("dp_curve"),
     output:
         "results/dp_curve.csv",
-    conda:
-        CONDA_ENV
     log:
         "logs/report/aggregate_dp_curve.log",
+    conda:
+        CONDA_ENV
     shell:
         "python -m cgdm.evaluation.studies aggregate --out {output} {input} > {log} 2>&1"
 
@@ -95,14 +96,14 @@ rule dp_curve_report:
         pdf="results/dp_curve.pdf",
         png=report("results/dp_curve.png", caption="../report/dp_curve.rst", category="Distortion-perception"),
         table=report("results/tables/dp_curve_table.md", caption="../report/tables.rst", category="Tables"),
+    log:
+        "logs/report/dp_curve.log",
+    conda:
+        CONDA_ENV
     params:
         variants=variant_args(),
         base=f"--base {DP_BASE}" if DP_BASE else "",
         labels=json.dumps({c: ALL_CODECS[c]["label"] for c in DP_CODECS if ALL_CODECS[c].get("label")}),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/report/dp_curve.log",
     shell:
         "python -m cgdm.evaluation.report --dp-curve {input} --pdf {output.pdf} --png {output.png}"
         " --tables results/tables {params.variants} {params.base} --labels {params.labels:q} > {log} 2>&1"

@@ -11,6 +11,15 @@ rule train_model:
         zoo=lambda wc: zoo_files(wc.model),
     output:
         "resources/models/{model}.pt",
+    log:
+        "logs/train/{model}.log",
+    benchmark:
+        "results/benchmarks/train/{model}.tsv"
+    conda:
+        CONDA_ENV
+    threads: lambda wc: MODELS[wc.model].get("threads", 2)
+    resources:
+        gpu=lambda wc: 1 if MODELS[wc.model].get("gpu") else 0,
     params:
         spec=lambda wc: json.dumps(MODELS[wc.model]),
         train_dir=train_dir(),
@@ -19,17 +28,8 @@ rule train_model:
         ),
         zoo=lambda wc: f"--zoo {shipped(wc.model)}" if shipped(wc.model) else "",
         device=device(),
-    threads: lambda wc: MODELS[wc.model].get("threads", 2)
-    resources:
-        gpu=lambda wc: 1 if MODELS[wc.model].get("gpu") else 0,
-    conda:
-        CONDA_ENV
-    log:
-        "logs/train/{model}.log",
-    benchmark:
-        "results/benchmarks/train/{model}.tsv"
     shell:
-        "cgdm train-model --name {wildcards.model} --spec {params.spec:q} --train-dir {params.train_dir}"
+        "cgdm train --name {wildcards.model} --spec {params.spec:q} --train-dir {params.train_dir}"
         " --out {output} {params.requires} {params.zoo} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
@@ -41,13 +41,13 @@ rule train_zoo:
         benchmarks=[f"results/benchmarks/train/{m}.tsv" for m, e in MODELS.items() if e.get("zoo")],
     output:
         touch("resources/zoo.shipped"),
+    log:
+        "logs/train/train_zoo.log",
+    conda:
+        CONDA_ENV
     params:
         models=" ".join(m for m, e in MODELS.items() if e.get("zoo")),
         retrain="--retrained" if RETRAIN else "",
         config=lambda wc: json.dumps({m: e for m, e in MODELS.items() if e.get("zoo")}),
-    conda:
-        CONDA_ENV
-    log:
-        "logs/train/train_zoo.log",
     shell:
         "cgdm zoo-ship {params.retrain} --models {params.config:q} {params.models} > {log} 2>&1"
