@@ -47,6 +47,11 @@ NOT_RUN = {
     "cgdm redecode IN OUT --set seed=3": "placeholders in prose; tests/test_redecode.py runs the command",
     "cgdm train --config my_base.yaml":
         "the user's own config file; the workflow run trains every model through the same code",
+    "cgdm zoo-extend": "names the subcommand in prose (its full command line follows)",
+    "cgdm zoo-extend hyperprior_small bmshj2018_small cgdm_base":
+        "needs codecs whose params add a restart at the shipped steps (the .test models are not shipped); "
+        "tests/test_train.py::test_zoo_extend_continues_a_shipped_model runs it on a tiny shipped model",
+    "cgdm zoo-ship": "names the last step of train_zoo in prose; the README's train_zoo command runs it",
 }
 
 #: the README's placeholders and values that the .test run replaces: (pattern, replacement)
