@@ -122,6 +122,10 @@ def test_bd_metric_that_is_not_measured_is_named(fresh_checkout):
     res = _bad(fresh_checkout, "report:\n  anchor: jpeg\n  bd_metrics: [psnr]\n")
     assert res.returncode == 0, res.output[-2000:]
     assert "--bd-metrics psnr" in res.output  # passed on to the report step
+    # unset: no option at all (an empty value would swallow the next option)
+    res = snakemake(fresh_checkout, "-n", "-p", "results/rd_curves.pdf")
+    assert res.returncode == 0 and "cgdm.evaluation.report" in res.output, res.output[-2000:]
+    assert "--bd-metrics" not in res.output
 
 
 @pytest.mark.parametrize("cfg", ["config/config.yaml", "config/paper.yaml", ".test/config/config.yaml"])

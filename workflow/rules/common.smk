@@ -162,6 +162,13 @@ def study_csvs(study, datasets=None):
     ]
 
 
+def bd_metrics_arg():
+    """`--bd-metrics a,b` of the report steps when report.bd_metrics is set (validated above), else nothing:
+    the report then computes BD-rates for every metric."""
+    metrics = config.get("report", {}).get("bd_metrics") or []
+    return f"--bd-metrics {','.join(metrics)}" if metrics else ""
+
+
 def variant_args():
     """`--full CODEC --variants VARIANT=CODEC ...` of the report steps."""
     full = ABLATIONS.get("full", "")

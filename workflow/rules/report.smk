@@ -55,11 +55,11 @@ rule rd_report:
         CONDA_ENV
     params:
         anchor=config.get("report", {}).get("anchor", ""),
-        bd_metrics=",".join(config.get("report", {}).get("bd_metrics") or []),
+        bd_metrics=bd_metrics_arg(),
         labels=json.dumps({c: e["label"] for c, e in {**ALL_CODECS, **PUBLISHED}.items() if e.get("label")}),
     shell:
         "python -m cgdm.evaluation.report --results {input.results} --pdf {output.pdf}"
-        " --tables results/tables --anchor {params.anchor} --bd-metrics {params.bd_metrics:q}"
+        " --tables results/tables --anchor {params.anchor} {params.bd_metrics}"
         " --labels {params.labels:q} > {log} 2>&1"
 
 
@@ -78,10 +78,10 @@ rule ablation_report:
         CONDA_ENV
     params:
         variants=variant_args(),
-        bd_metrics=",".join(config.get("report", {}).get("bd_metrics") or []),
+        bd_metrics=bd_metrics_arg(),
     shell:
         "python -m cgdm.evaluation.report --ablations {input.results} --seeds {input.seeds} --pdf {output.pdf}"
-        " --tables results/tables --bd-metrics {params.bd_metrics:q} {params.variants} > {log} 2>&1"
+        " --tables results/tables {params.bd_metrics} {params.variants} > {log} 2>&1"
 
 
 # Committed snapshot of the quick profile's outcome, shown in README.md (results/reference/ is tracked).
