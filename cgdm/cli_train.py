@@ -55,6 +55,11 @@ ENTRY_KEYS = {"trainer", "params", "requires", "threads", "gpu", "zoo"}
 FILE_KEYS = ENTRY_KEYS | {"stage", "out", "train_images", "device"}
 
 
+#: where the workflow keeps a trained model and its training benchmark (workflow/rules/train.smk)
+MODEL_PATH = "resources/models/{}.pt"
+TRAIN_BENCHMARK = "results/benchmarks/train/{}.tsv"
+
+
 class SpecError(ValueError):
     """A model spec (file, JSON or flags) that cannot be trained: the message says what is wrong."""
 
@@ -212,13 +217,13 @@ def zoo_extend_main(argv: list[str] | None = None) -> int:
         module = entry["trainer"].split(":")[0]
         try:
             extend = import_object(f"{module}:extend_state")
-        except (ImportError, AttributeError):
+        except ImportError:  # import_object reports a missing attribute as ImportError too
             print(f"cgdm zoo-extend: the trainer of {name!r} ({entry['trainer']}) cannot extend a run",
                   file=sys.stderr)
             return 2
         try:
             state = extend(entry.get("params", {}), Path(args.zoo_dir) / table[entry["zoo"]].file,
-                           Path(f"resources/models/{name}.pt"))
+                           Path(MODEL_PATH.format(name)))
         except ValueError as exc:
             print(f"cgdm zoo-extend: {name}: {exc}", file=sys.stderr)
             return 2
@@ -247,8 +252,8 @@ def zoo_ship_main(argv: list[str] | None = None) -> int:
     entries = json.loads(args.models)
     models = {}
     for name in args.ship:
-        bench = pd.read_csv(f"results/benchmarks/train/{name}.tsv", sep="\t")
-        models[entries[name]["zoo"]] = (entries[name], Path(f"resources/models/{name}.pt"),
+        bench = pd.read_csv(TRAIN_BENCHMARK.format(name), sep="\t")
+        models[entries[name]["zoo"]] = (entries[name], Path(MODEL_PATH.format(name)),
                         {"wall_s": round(float(bench["s"].iloc[0]), 1),
                          "cpu_s": round(float(bench["cpu_time"].iloc[0]), 1)})
     manifest = ship(models, args.revision or code_revision())

@@ -29,6 +29,9 @@ MODELS = config.get("models", {}) or {}
 DATASETS = config["datasets"]
 PUBLISHED = config.get("published", {}) or {}
 DATA_ROOT = config.get("data", {}).get("root", "resources/datasets")
+# every metric the workflow computes (per image and per set), and the ones the BD-rate tables cover
+METRICS = list(config["metrics"]["per_image"]) + list(config["metrics"].get("distribution") or [])
+BD_METRICS = config.get("report", {}).get("bd_metrics") or []
 
 for _name, _entry in ALL_CODECS.items():
     for _role, _model in (_entry.get("models") or {}).items():
@@ -72,12 +75,11 @@ if ABLATIONS and ABLATIONS.get("full") not in CODECS:
 _anchor = config.get("report", {}).get("anchor")
 if _anchor and _anchor not in CODECS:
     _config_error(f"report.anchor = {_anchor!r} is not a codec in codecs:")
-_measured = set(config.get("metrics", {}).get("per_image", [])) | set(config.get("metrics", {}).get("distribution", []))
-_unmeasured = [m for m in config.get("report", {}).get("bd_metrics") or [] if m not in _measured]
+_unmeasured = [m for m in BD_METRICS if m not in METRICS]
 if _unmeasured:
     _config_error(
         f"report.bd_metrics names {_unmeasured}, which metrics.per_image / metrics.distribution do "
-        f"not compute; choose from {sorted(_measured)}"
+        f"not compute; choose from {sorted(METRICS)}"
     )
 for _name, _entry in PUBLISHED.items():
     if _entry["dataset"] not in DATASETS:
@@ -165,8 +167,7 @@ def study_csvs(study, datasets=None):
 def bd_metrics_arg():
     """`--bd-metrics a,b` of the report steps when report.bd_metrics is set (validated above), else nothing:
     the report then computes BD-rates for every metric."""
-    metrics = config.get("report", {}).get("bd_metrics") or []
-    return f"--bd-metrics {','.join(metrics)}" if metrics else ""
+    return f"--bd-metrics {','.join(BD_METRICS)}" if BD_METRICS else ""
 
 
 def variant_args():
@@ -190,9 +191,7 @@ def variant_args():
 from cgdm.availability import trainer_metrics, update_states
 
 STATE_FILES = update_states(
-    metrics=list(config["metrics"]["per_image"])
-    + list(config["metrics"].get("distribution") or [])
-    + [m for spec in MODELS.values() for m in trainer_metrics(spec)],
+    metrics=METRICS + [m for spec in MODELS.values() for m in trainer_metrics(spec)],
     codecs=ALL_CODECS,
 )
 
