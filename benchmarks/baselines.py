@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=3, help="number of Kodak images (default 3)")
     ap.add_argument("--kodak", default=str(REPO / "data" / "kodak"))
     ap.add_argument("--checkpoint", action="append", default=[],
-                    help="checkpoint of baselines.learned.train (CompressAITrained; repeatable)")
+                    help="checkpoint of baselines.learned_training.train (CompressAITrained; repeatable)")
     ap.add_argument("--zoo", action="store_true", help="also CompressAI zoo models (downloads weights)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--codecs", nargs="+", metavar="NAME",

@@ -18,9 +18,9 @@ from baselines.learned import (
     build_model,
     load_checkpoint,
     pack,
-    train,
     unpack,
 )
+from baselines.learned_training import train
 from cgdm.harness.codecs import CodecUnavailable, make_codec, write_bitstream
 from cgdm.imageio import load_image
 from cgdm.zoo import CheckpointError, save_checkpoint
@@ -116,7 +116,7 @@ def test_trainer_resumes_after_a_kill(train_images, tmp_path, kill_at):
 
 
 def test_trainer_restarts_and_extension_equal_training_from_scratch(train_images, tmp_path):
-    from baselines.learned import extend_state
+    from baselines.learned_training import extend_state
 
     params = {**TINY, "architecture": "bmshj2018-hyperprior", "steps": 4, "checkpoint_every": 1}
     longer = {**params, "steps": 6, "restarts": [4]}
@@ -154,7 +154,7 @@ def test_trainer_restarts_and_extension_equal_training_from_scratch(train_images
 def test_weights_of_another_lambda_load_whatever_their_cdf_sizes():
     """A later segment loads each λ's own model into the net the previous λ left, whose CDF tables have
     another size (CompressAI resizes only empty tables)."""
-    from baselines.learned import _load_weights
+    from baselines.learned_training import _load_weights
 
     other, net = build_model("bmshj2018-hyperprior", 8, 12), build_model("bmshj2018-hyperprior", 8, 12)
     other.entropy_bottleneck.quantiles.data *= 4  # wider quantiles: longer CDFs

@@ -224,6 +224,7 @@ LAYERS: dict[str, str] = {
     "baselines.classical": BASELINES,
     "baselines.generative": BASELINES,
     "baselines.learned": BASELINES,
+    "baselines.learned_training": BASELINES,  # the trainer of baselines.learned.CompressAITrained
     "baselines.published": BASELINES,
     # command line
     "cgdm.__main__": CLI,

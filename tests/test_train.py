@@ -278,7 +278,7 @@ def test_cli_train_installs_shipped_weights(images, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("cfg, flags, message", [
     ({"stage": "nope", "out": "x"}, [], "unknown stage 'nope'"),
-    ({"stage": "base", "trainer": "baselines.learned:train", "out": "x"}, [], "give one"),
+    ({"stage": "base", "trainer": "baselines.learned_training:train", "out": "x"}, [], "give one"),
     ({"stgae": "base", "out": "x"}, [], r"unknown keys \['stgae'\]"),
     ({"trainer": "no.such:trainer", "out": "x"}, [], "cannot import"),
     ({"stage": "base"}, [], "give --out"),

@@ -171,7 +171,7 @@ def test_ship_halves_a_baselines_file_and_keeps_the_provenance_it_continued(tmp_
     path = tmp_path / "b.pt"
     sd = {"w": torch.randn(2048), "bias": torch.randn(10), "cdf": torch.arange(4096, dtype=torch.int32)}
     torch.save({"state_dict": [sd, sd], "meta": {"arch": "bmshj2018-hyperprior", "steps": 2}}, path)
-    spec = {"trainer": "baselines.learned:train", "params": {"steps": 2}}
+    spec = {"trainer": "baselines.learned_training:train", "params": {"steps": 2}}
     folder = tmp_path / "zoo"
     zoo.ship({"b": (spec, path, {"cpu_s": 1.0})}, "r1", folder)
     stored = torch.load(folder / "b.pt", weights_only=True)
