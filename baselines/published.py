@@ -41,7 +41,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cgdm.results import STATUS_OK, TIDY_COLUMNS, code_revision, config_hash
+from cgdm.hashing import config_hash
+from cgdm.results import STATUS_OK, TIDY_COLUMNS, code_revision
 
 DATA_DIR = Path(__file__).resolve().parent / "published_data"
 

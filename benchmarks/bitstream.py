@@ -34,9 +34,10 @@ from tqdm.auto import tqdm
 from benchmarks._results import save
 from cgdm.bitstream import read_cgdm
 from cgdm.codec import estimate_bits
-from cgdm.coder import BaseCoder, image_to_tensor, tensor_to_image
+from cgdm.coder import BaseCoder
 from cgdm.harness.codecs import write_bitstream
 from cgdm.imageio import list_images, load_image
+from cgdm.tensors import image_to_tensor, tensor_to_image
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,8 +82,9 @@ def _sync(device: str) -> None:
 def kodak_speed(base: Path, decoder: Path, device: str, threads: int, images: int, steps: int) -> dict:
     torch = _torch(threads)
     from cgdm.imageio import list_images, load_image
-    from cgdm.model import CGDM, image_to_tensor
+    from cgdm.model import CGDM
     from cgdm.sampling_options import SamplingOptions
+    from cgdm.tensors import image_to_tensor
 
     model = CGDM.from_checkpoints(base, decoder, device)
     opts = SamplingOptions(steps=steps)
@@ -159,7 +160,8 @@ def _encode_large(model, image: np.ndarray, rate_idx: int, options) -> bytes:
     import torch
 
     from cgdm import bitstream as bs
-    from cgdm.model import MODEL_ID, image_to_tensor
+    from cgdm.model import MODEL_ID
+    from cgdm.tensors import image_to_tensor
 
     base = model.base
     with torch.no_grad():
@@ -266,7 +268,7 @@ def train_and_compare(base: Path | None, train_steps: int, base_steps: int, thre
                 if variant == "full":
                     import torch
 
-                    from cgdm.model import image_to_tensor, tensor_to_image
+                    from cgdm.tensors import image_to_tensor, tensor_to_image
 
                     with torch.no_grad():
                         ps_base.append(psnr(tensor_to_image(model.base(image_to_tensor(img), r)["x_hat"]), img))

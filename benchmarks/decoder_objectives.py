@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from cgdm.evaluation.realism import swd
     from cgdm.imageio import list_images, load_image
-    from cgdm.model import CGDM, image_to_tensor, load_base, tensor_to_image
+    from cgdm.model import CGDM, load_base
     from cgdm.sampling_options import SamplingOptions
+    from cgdm.tensors import image_to_tensor, tensor_to_image
     from cgdm.train_diffusion import train_decoder
     from cgdm.zoo import load_checkpoint
 

@@ -9,9 +9,7 @@ A .cgdm file of the base codec holds three sections: ``main`` (y), ``hyper`` (z)
 torch is imported inside the functions that need it (here, in :mod:`cgdm.tensors` and in
 :mod:`cgdm.decode_checks`), and so is :mod:`cgdm.zoo`, which imports it: ``cgdm info`` answers without
 loading torch. Full CGDM shares the checks before decoding (:mod:`cgdm.decode_checks`) and the tensor
-conversions (:mod:`cgdm.tensors`); the names of theirs this module exported before
-(``check_decode_resources``, ``estimate_decode_bytes``, ``image_to_tensor``, ``tensor_to_image``) are still
-importable from here.
+conversions (:mod:`cgdm.tensors`): import those from there.
 """
 
 from __future__ import annotations
@@ -29,20 +27,13 @@ from cgdm.bitstream import (
     read_cgdm,
     write_cgdm,
 )
-from cgdm.decode_checks import BASE_STREAMS, check_decode_resources, estimate_decode_bytes
+from cgdm.decode_checks import BASE_STREAMS, check_decode_resources
 from cgdm.tensors import image_to_tensor, tensor_to_image
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "MODEL_ID",
-    "BaseCoder",
-    "check_decode_resources",
-    "estimate_decode_bytes",
-    "image_to_tensor",
-    "tensor_to_image",
-]
+__all__ = ["MODEL_ID", "BaseCoder"]
 
 #: model identifier written in the header of base-codec files
 MODEL_ID = "cgdm-base-vr-mshp"

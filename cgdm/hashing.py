@@ -1,5 +1,5 @@
 """Stable hashes of configuration fragments, shared by the trainers (resume checks) and the results'
-provenance (:mod:`cgdm.results` re-exports :func:`config_hash`). Standard library only."""
+provenance (the ``config_hash`` column of :mod:`cgdm.results`' tables). Standard library only."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ from cgdm.consistency import ConsistencyGuidance
 from cgdm.decode_checks import check_decode_resources
 from cgdm.diffusion_decoder import DECODER_ARCH, CGDMDecoder, DecoderConfig
 from cgdm.sampling_options import SamplingOptions
-from cgdm.tensors import image_to_tensor, pad_to, tensor_to_image  # also importable from here, as before
+from cgdm.tensors import image_to_tensor, pad_to, tensor_to_image
 from cgdm.variants import Variant
 from cgdm.zoo import CheckpointError, load_checkpoint, resolve_model, weights_sha256
 

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from cgdm.hashing import config_hash  # the core's; importable from here, as before
-
 #: columns of the per-image encode table written by the encode step
 ENCODE_COLUMNS = [
     "dataset", "image", "codec", "kind", "rate", "width", "height", "bytes", "bpp",
@@ -31,8 +29,8 @@ TIDY_COLUMNS = [
 
 STATUS_OK = "ok"
 
-__all__ = ["ENCODE_COLUMNS", "STATUS_OK", "TIDY_COLUMNS", "code_revision", "config_hash", "read_tables",
-           "unavailable", "write_table"]
+__all__ = ["ENCODE_COLUMNS", "STATUS_OK", "TIDY_COLUMNS", "code_revision", "read_tables", "unavailable",
+           "write_table"]
 
 
 def unavailable(reason: str) -> str:

@@ -189,7 +189,7 @@ def status(metric: str, cache: str | os.PathLike | None = None) -> tuple[bool, s
     """Can ``metric`` run from ``cache`` without downloading? ``(True, "ok")`` or ``(False, reason)``.
 
     Metrics unknown to :data:`METRIC_WEIGHTS` (optional pyiqa no-reference metrics) report ``True``:
-    their files are checked when pyiqa builds them, with downloads blocked (see ``metrics.no_downloads``).
+    their files are checked when pyiqa builds them, with downloads blocked (see :func:`no_downloads`).
     """
     cache = Path(cache or default_cache())
     files = [WEIGHTS[k] for k in METRIC_WEIGHTS.get(metric, ())]

@@ -141,22 +141,6 @@ def test_graph_sees_imports_inside_functions():
     assert circles(fake) == [["a", "b", "c"]]
 
 
-def test_moved_names_still_importable_from_their_old_modules():
-    """Names that moved to one-way modules are still importable where callers found them before (within
-    the layers: the core no longer re-exports the command-line pieces, see test_core_imports_only_core)."""
-    from cgdm import coder, crops, decode_checks, hashing, model, results, tensors, train, weights
-    from cgdm.evaluation import metrics
-
-    assert coder.image_to_tensor is model.image_to_tensor is tensors.image_to_tensor
-    assert coder.tensor_to_image is model.tensor_to_image is tensors.tensor_to_image
-    assert model.pad_to is tensors.pad_to
-    assert coder.check_decode_resources is model.check_decode_resources is decode_checks.check_decode_resources
-    assert coder.estimate_decode_bytes is decode_checks.estimate_decode_bytes
-    assert train.RandomCrops is crops.RandomCrops
-    assert results.config_hash is hashing.config_hash
-    assert metrics.no_downloads is weights.no_downloads and metrics.DownloadBlocked is weights.DownloadBlocked
-
-
 # -- layers ---------------------------------------------------------------------------------------------
 CORE, HARNESS, EVALUATION, BASELINES, CLI = "core", "harness", "evaluation", "baselines", "cli"
 

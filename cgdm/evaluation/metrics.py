@@ -48,7 +48,7 @@ from cgdm import weights as W
 from cgdm.evaluation.tidy import read_encode_table, tidy_rows, to_frame
 from cgdm.imageio import load_image
 from cgdm.results import STATUS_OK, unavailable, write_table
-from cgdm.weights import DownloadBlocked, no_downloads, torch_home  # also importable from here, as before
+from cgdm.weights import DownloadBlocked, no_downloads, torch_home
 
 DEFAULT_METRICS = ["psnr", "ms_ssim", "lpips", "dists"]
 

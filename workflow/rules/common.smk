@@ -7,7 +7,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from cgdm.results import config_hash as _hash
+from cgdm.hashing import config_hash as _hash
 
 validate(config, schema="../schemas/config.schema.yaml")
 
