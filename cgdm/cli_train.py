@@ -55,7 +55,8 @@ ENTRY_KEYS = {"trainer", "params", "requires", "threads", "gpu", "zoo"}
 FILE_KEYS = ENTRY_KEYS | {"stage", "out", "train_images", "device"}
 
 
-#: where the workflow keeps a trained model and its training benchmark (workflow/rules/train.smk)
+#: where the workflow keeps a trained model and its training benchmark: defined here only, the workflow's
+#: rules take them from here (model_path / train_benchmark in workflow/rules/common.smk)
 MODEL_PATH = "resources/models/{}.pt"
 TRAIN_BENCHMARK = "results/benchmarks/train/{}.tsv"
 

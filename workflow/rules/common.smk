@@ -250,8 +250,17 @@ def rates(codec):
     return [str(i) for i in range(len(ALL_CODECS[codec]["rates"]))]
 
 
+# Where a model and its training benchmark go: cgdm.cli_train's paths (its zoo-ship and zoo-extend read
+# them there), so that the rules and the command line cannot disagree.
+from cgdm.cli_train import MODEL_PATH, TRAIN_BENCHMARK
+
+
 def model_path(model):
-    return f"resources/models/{model}.pt"
+    return MODEL_PATH.format(model)
+
+
+def train_benchmark(model):
+    return TRAIN_BENCHMARK.format(model)
 
 
 def zoo_files(model):

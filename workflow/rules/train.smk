@@ -10,11 +10,11 @@ rule train_model:
         state=lambda wc: [] if shipped(wc.model) else metric_state_files(trainer_metrics(MODELS[wc.model])),
         zoo=lambda wc: zoo_files(wc.model),
     output:
-        "resources/models/{model}.pt",
+        model_path("{model}"),
     log:
         "logs/train/{model}.log",
     benchmark:
-        "results/benchmarks/train/{model}.tsv"
+        train_benchmark("{model}")
     conda:
         CONDA_ENV
     threads: lambda wc: MODELS[wc.model].get("threads", 2)
@@ -38,7 +38,7 @@ rule train_model:
 rule train_zoo:
     input:
         models=[model_path(m) for m, e in MODELS.items() if e.get("zoo")],
-        benchmarks=[f"results/benchmarks/train/{m}.tsv" for m, e in MODELS.items() if e.get("zoo")],
+        benchmarks=[train_benchmark(m) for m, e in MODELS.items() if e.get("zoo")],
     output:
         touch("resources/zoo.shipped"),
     log:
