@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cgdm.diffusion.scheduler import DDIMSampler
+from cgdm.diffusion.scheduler import Sampler
 
 __all__ = [
     "Box",
@@ -143,7 +143,7 @@ def predict_x0_tiled(x_t: Tensor, t: int, predict: PredictPatches, tiling: Tilin
     return acc.div_(wsum)
 
 
-def sample_global(sampler: DDIMSampler, x_base: Tensor, predict: PredictPatches, generator: torch.Generator,
+def sample_global(sampler: Sampler, x_base: Tensor, predict: PredictPatches, generator: torch.Generator,
                   tiling: Tiling | None, guide: Guide | None = None, progress: bool = False) -> Tensor:
     """Globally uniform sampling: one noise draw, one global update per step, patches only inside the
     network call. ``tiling=None`` runs the network on the whole image at once."""
@@ -159,7 +159,7 @@ def sample_global(sampler: DDIMSampler, x_base: Tensor, predict: PredictPatches,
     return sampler.sample(x_base, pred, generator, guide=g, progress=progress)
 
 
-def sample_independent(sampler: DDIMSampler, x_base: Tensor, predict: PredictPatches, generator: torch.Generator,
+def sample_independent(sampler: Sampler, x_base: Tensor, predict: PredictPatches, generator: torch.Generator,
                        patch: int, guide: Guide | None = None, progress: bool = False) -> Tensor:
     """``no_boundary``: non-overlapping patches, each sampled on its own with its own noise.
 

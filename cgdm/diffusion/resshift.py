@@ -19,21 +19,21 @@ for any ``s < t`` of the training steps (so fewer sampling steps than ``T`` are 
 prediction at the last step. Its own noise (``kappa``) makes decoding stochastic; all of it comes from
 the caller's seeded :class:`torch.Generator`, so one file and one seed give one image.
 
-The sampler has the interface of :class:`~cgdm.diffusion.scheduler.DDIMSampler` (``sample(x_base,
-predict_x0, generator, guide)``), so globally uniform tiling (:mod:`cgdm.boundary`) and consistency
+The sampling loop is the one of :class:`~cgdm.diffusion.scheduler.DDIMSampler`
+(:class:`~cgdm.diffusion.scheduler.Sampler`: ``sample(x_base, predict_x0, generator, guide)``); this
+sampler gives its own start and step. So globally uniform tiling (:mod:`cgdm.boundary`) and consistency
 guidance work on both.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from cgdm.diffusion.scheduler import randn_like, run_steps
+from cgdm.diffusion.scheduler import Sampler
 
 __all__ = ["ResShiftSampler", "ResShiftSchedule"]
 
@@ -81,7 +81,7 @@ class ResShiftSchedule:
         return x0 + eta * (y - x0) + self.kappa * eta.sqrt() * noise
 
 
-class ResShiftSampler:
+class ResShiftSampler(Sampler):
     """Posterior sampling from ``y + kappa eps`` down to ``x0`` in ``steps`` network evaluations.
 
     Args:
@@ -115,6 +115,10 @@ class ResShiftSampler:
         self.timesteps = [t0] if steps == 1 else [round(t0 * (1 - i / (steps - 1))) for i in range(steps)]
         self._etas = [float(v) for v in schedule.etas()]
 
+    @property
+    def stochastic(self) -> bool:
+        return self.eta > 0 and self.schedule.kappa > 0
+
     def start(self, x_base: Tensor, noise: Tensor) -> Tensor:
         """``y + kappa sqrt(eta_t0) noise``: the sampler's starting point."""
         return x_base + self.schedule.kappa * math.sqrt(self._etas[self.t0]) * noise
@@ -135,21 +139,3 @@ class ResShiftSampler:
                 raise ValueError("a stochastic step needs fresh noise")
             x_prev.add_(noise, alpha=std)
         return x_prev
-
-    def sample(
-        self,
-        x_base: Tensor,
-        predict_x0: Callable[[Tensor, int], Tensor],
-        generator: torch.Generator,
-        guide: Callable[[Tensor], Tensor] | None = None,
-        progress: bool = False,
-        trace: list[Tensor] | None = None,
-    ) -> Tensor:
-        """Run the sampler on a whole tensor (same contract as ``DDIMSampler.sample``).
-
-        ``trace``: if given, every network input ``x_t`` is appended to it (tests compare them with the
-        training marginals).
-        """
-        x = self.start(x_base, randn_like(x_base, generator))
-        stochastic = self.eta > 0 and self.schedule.kappa > 0
-        return run_steps(self, x, predict_x0, generator, guide, progress, stochastic, trace)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["DDIMSampler", "NoiseSchedule", "randn_like", "run_steps", "sampling_timesteps"]
+__all__ = ["DDIMSampler", "NoiseSchedule", "Sampler", "randn_like", "sampling_timesteps"]
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,61 @@ def sampling_timesteps(t0: int, steps: int) -> list[int]:
     return [round(float(t)) for t in ts]
 
 
-class DDIMSampler:
+class Sampler:
+    """The sampling loop, one algorithm for both samplers (:class:`DDIMSampler` below and
+    :class:`~cgdm.diffusion.resshift.ResShiftSampler`); they differ only in what a subclass gives:
+
+    * ``timesteps``: the training steps visited, from the start down (the clean image, ``t = -1``, follows);
+    * ``start(x_base, noise)``: the first network input, from the base reconstruction and standard noise;
+    * ``step(x_t, x0_pred, t, t_prev, noise)``: ``x_t -> x_{t_prev}`` given the (guided) prediction;
+    * ``stochastic``: whether a step takes fresh noise.
+    """
+
+    timesteps: list[int]
+
+    def sample(
+        self,
+        x_base: Tensor,
+        predict_x0: Callable[[Tensor, int], Tensor],
+        generator: torch.Generator,
+        guide: Callable[[Tensor], Tensor] | None = None,
+        progress: bool = False,
+        trace: list[Tensor] | None = None,
+    ) -> Tensor:
+        """Run the sampler on a whole tensor: from its start, at each of ``timesteps`` predict ``x0``, guide
+        it, and step to the next step (to the clean image after the last), with fresh noise when
+        ``stochastic`` (none after the last step).
+
+        Args:
+            x_base: base reconstruction in the denoiser's value range, (B, C, H, W).
+            predict_x0: ``(x_t, t) -> x0`` (the denoiser, possibly patch-wise).
+            generator: seeded generator on ``x_base.device``; all noise is drawn from it, in order.
+            guide: optional ``x0 -> x0`` applied to every prediction (consistency guidance); it may modify
+                the prediction in place.
+            progress: show a progress bar over the steps.
+            trace: if given, every network input ``x_t`` is appended to it (tests compare them with the
+                training marginals).
+        """
+        x = self.start(x_base, randn_like(x_base, generator))
+        ts = self.timesteps + [-1]
+        it = range(len(self.timesteps))
+        if progress:
+            from tqdm.auto import tqdm  # lazy: only decodes with a progress bar need it
+
+            it = tqdm(it, desc="diffusion", leave=False)
+        for i in it:
+            t, t_prev = ts[i], ts[i + 1]
+            if trace is not None:
+                trace.append(x.clone())
+            x0 = predict_x0(x, t)
+            if guide is not None:
+                x0 = guide(x0)
+            fresh = randn_like(x, generator) if self.stochastic and t_prev >= 0 else None
+            x = self.step(x, x0, t, t_prev, fresh)
+        return x
+
+
+class DDIMSampler(Sampler):
     """DDIM (Song et al. 2021) from a noised start, with an ``x0`` hook for guidance.
 
     Args:
@@ -109,9 +163,15 @@ class DDIMSampler:
         self.eta = eta
         self.timesteps = sampling_timesteps(t0, steps)
 
+    @property
+    def stochastic(self) -> bool:
+        return self.eta > 0
+
     def start(self, x_base: Tensor, noise: Tensor) -> Tensor:
-        """Noised base reconstruction at ``t0``: the sampler's starting point."""
-        return self.schedule.add_noise(x_base, noise, self.t0)
+        """Noised base reconstruction at ``t0``, ``sqrt(abar) x_base + sqrt(1 - abar) noise``: the sampler's
+        starting point. Built in the buffer of ``noise``, which it overwrites (8 MP images)."""
+        a, s = (float(v) for v in self.schedule.coefficients(self.t0))
+        return noise.mul_(s).add_(x_base, alpha=a)
 
     def step(self, x_t: Tensor, x0_pred: Tensor, t: int, t_prev: int, noise: Tensor | None = None) -> Tensor:
         """One DDIM update ``x_t -> x_{t_prev}`` given the (possibly guided) prediction ``x0_pred``.
@@ -135,53 +195,6 @@ class DDIMSampler:
         if sigma > 0:
             x_prev.add_(noise, alpha=sigma)
         return x_prev
-
-    def sample(
-        self,
-        x_base: Tensor,
-        predict_x0: Callable[[Tensor, int], Tensor],
-        generator: torch.Generator,
-        guide: Callable[[Tensor], Tensor] | None = None,
-        progress: bool = False,
-    ) -> Tensor:
-        """Run the sampler on a whole tensor.
-
-        Args:
-            x_base: base reconstruction in the denoiser's value range, (B, C, H, W).
-            predict_x0: ``(x_t, t) -> x0`` (the denoiser, possibly patch-wise).
-            generator: seeded generator on ``x_base.device``; all noise is drawn from it, in order.
-            guide: optional ``x0 -> x0`` applied to every prediction (consistency guidance); it may modify
-                the prediction in place.
-        """
-        # start = sqrt(abar) x_base + sqrt(1 - abar) noise, built in the noise buffer (8 MP images)
-        a, s = (float(v) for v in self.schedule.coefficients(self.t0))
-        x = randn_like(x_base, generator).mul_(s).add_(x_base, alpha=a)
-        return run_steps(self, x, predict_x0, generator, guide, progress, stochastic=self.eta > 0)
-
-
-def run_steps(sampler, x: Tensor, predict_x0: Callable[[Tensor, int], Tensor], generator: torch.Generator,
-              guide: Callable[[Tensor], Tensor] | None, progress: bool, stochastic: bool,
-              trace: list[Tensor] | None = None) -> Tensor:
-    """The loop every sampler shares, from its start ``x``: at each of ``sampler.timesteps`` predict
-    ``x0``, guide it, and ``sampler.step`` to the next step (to the clean image after the last), with
-    fresh noise from ``generator`` when ``stochastic`` (not after the last step). ``trace`` collects the
-    network inputs (tests)."""
-    ts = sampler.timesteps + [-1]
-    it = range(len(sampler.timesteps))
-    if progress:
-        from tqdm.auto import tqdm  # lazy: only decodes with a progress bar need it
-
-        it = tqdm(it, desc="diffusion", leave=False)
-    for i in it:
-        t, t_prev = ts[i], ts[i + 1]
-        if trace is not None:
-            trace.append(x.clone())
-        x0 = predict_x0(x, t)
-        if guide is not None:
-            x0 = guide(x0)
-        fresh = randn_like(x, generator) if stochastic and t_prev >= 0 else None
-        x = sampler.step(x, x0, t, t_prev, fresh)
-    return x
 
 
 def randn_like(x: Tensor, generator: torch.Generator) -> Tensor:
