@@ -307,7 +307,8 @@ class CGDM(nn.Module):
         if online_steps > 0:
             from cgdm.online import online_compress  # lazy: cgdm.online imports CompressAI (seconds)
 
-            enc = online_compress(self, x, rate_idx, steps=online_steps, **online_kwargs)["compressed"]
+            enc = online_compress(self, x, rate_idx, steps=online_steps, options=options,
+                                  **online_kwargs)["compressed"]
         else:
             enc = self.base.compress(x, rate_idx)
         h, w = image.shape[:2]

@@ -12,10 +12,13 @@ file; only the ``ONLINE`` header flag records that the mode was used.
 
 * Quantisation is relaxed as in the base codec's training: additive uniform noise for the rate terms,
   straight-through rounding for what the decoder sees.
-* The "decoder output" is the deterministic part of the CGDM decoder: the consistency reconstruction
-  ``x_c`` (which sampling guidance keeps the final image's low frequencies close to) when the decoder has
-  a consistency branch, else the base reconstruction. The stochastic diffusion sampler is not
-  differentiated through: it is many network calls and its noise would make the objective noisy.
+* The "decoder output" is a differentiable surrogate of what the diffusion decoder returns: its ``x0``
+  prediction at the sampler's first step, from the exact start a decode of the file will use (residual
+  shifting: ``y + kappa eps`` with ``eps`` the first draw of the decode seed's generator, so the objective
+  is not noisy), conditioned as at decode (consistency features, rate, syntax). The later sampler steps
+  and the tiling are not differentiated through (a few more network calls each, on the whole image).
+  Decoders of the older DDIM formulation (whose start is not their training input) fall back to the
+  consistency reconstruction ``x_c``, or the base reconstruction without a consistency branch.
 * The exact objective (hard rounding, as the decoder will see it) is evaluated after every step and the
   best iterate is kept, so the result is never worse than the amortised encoding.
 * The relaxation's noise comes from torch's generator seeded with ``seed`` inside a forked random state:
@@ -32,6 +35,9 @@ from compressai.ops import quantize_ste
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from cgdm.diffusion.resshift import ResShiftSchedule
+from cgdm.diffusion.scheduler import randn_like
+from cgdm.sampling_options import SamplingOptions
 from cgdm.tensors import pad_to
 
 __all__ = ["online_compress", "rd_objective"]
@@ -39,25 +45,36 @@ __all__ = ["online_compress", "rd_objective"]
 log = logging.getLogger(__name__)
 
 
-def _decoder_output(model, x_hat: Tensor, features: Tensor) -> Tensor:
-    """Differentiable decoder output in [0, 1]: consistency reconstruction, or the base reconstruction."""
+def _decoder_output(model, x_hat: Tensor, features: Tensor, syntax: Tensor, rate: Tensor,
+                    options: SamplingOptions) -> Tensor:
+    """Differentiable surrogate of the decoder's output in [0, 1] (see the module docstring)."""
     dec = model.decoder
-    if dec.consistency is None:
-        return x_hat
     H, W = x_hat.shape[-2:]
     m, s = dec.multiple, dec.config.feature_stride
     Hp, Wp = -(-H // m) * m, -(-W // m) * m
     xb = pad_to(x_hat * 2 - 1, Hp, Wp)
-    _, x_c = dec.condition(pad_to(features, Hp // s, Wp // s), xb)
-    return (x_c[..., :H, :W] + 1) / 2
+    feats, x_c = dec.condition(pad_to(features, Hp // s, Wp // s), xb)
+    if isinstance(dec.schedule, ResShiftSchedule):
+        sampler = dec.sampler(options.steps, options.t0, options.eta)
+        # the decode's start noise: the first draw of its seeded generator, for the whole padded image
+        # (cgdm.boundary draws it once, globally); a constant here, so no gradient flows into it
+        gen = torch.Generator(device=xb.device).manual_seed(options.seed)
+        x_t = sampler.start(xb, randn_like(xb, gen))
+        out = dec(x_t, sampler.timesteps[0], xb, rate, feats, syntax.flatten(1))
+    elif x_c is not None:
+        out = x_c
+    else:
+        return x_hat
+    return (out[..., :H, :W] + 1) / 2
 
 
 def rd_objective(model, x: Tensor, y_g: Tensor, s: Tensor, rate: Tensor, lmbda: float,
-                 relaxed: bool) -> dict[str, Tensor]:
+                 relaxed: bool, options: SamplingOptions | None = None) -> dict[str, Tensor]:
     """Rate-distortion objective of a candidate ``(y_g, s)`` for image ``x`` (1, 3, H, W) in [0, 1].
 
     ``relaxed=True``: noise for the rates and straight-through rounding (differentiable);
-    ``relaxed=False``: the values the decoder will actually get.
+    ``relaxed=False``: the values the decoder will actually get. ``options``: the decoding settings the
+    file will carry (default: the model's), which fix the decoder's start noise.
     """
     base = model.base
     H, W = x.shape[-2:]
@@ -74,7 +91,7 @@ def rd_objective(model, x: Tensor, y_g: Tensor, s: Tensor, rate: Tensor, lmbda: 
     else:
         s_hat = s_noisy
     x_hat, features = base._synthesize(y_hat * base._gain(base.log_inv_gain, rate), s_hat, (H, W))
-    out = _decoder_output(model, x_hat, features)
+    out = _decoder_output(model, x_hat, features, s_hat, rate, options or model.options)
     bits = sum((-torch.log2(lik)).sum() for lik in (y_lik, z_lik, s_lik))
     bpp = bits / (H * W)
     mse = F.mse_loss(out.clamp(0, 1) if not relaxed else out, x)
@@ -82,12 +99,13 @@ def rd_objective(model, x: Tensor, y_g: Tensor, s: Tensor, rate: Tensor, lmbda: 
 
 
 def online_compress(model, x: Tensor, rate_idx: int, steps: int, lr: float = 0.05, lmbda: float | None = None,
-                    progress: bool = False, seed: int = 0) -> dict:
+                    progress: bool = False, seed: int = 0, options: SamplingOptions | None = None) -> dict:
     """Refine ``y`` and ``s`` for ``x`` (1, 3, H, W) in [0, 1] by ``steps`` Adam steps and entropy-code them.
 
     Args:
         model: a :class:`cgdm.model.CGDM`.
         lmbda: RD trade-off; default: the training lambda of ``rate_idx`` (``model.lambdas``).
+        options: the decoding settings the file will carry (default: the model's).
 
     Returns ``{"compressed": <BaseCodec.compress-style dict>, "objective": [exact J per step, J0 first],
     "initial": {"loss", "bpp", "mse"} of the amortised encoding, "final": the same for the kept iterate}``.
@@ -110,7 +128,8 @@ def online_compress(model, x: Tensor, rate_idx: int, steps: int, lr: float = 0.0
 
     def exact() -> dict[str, float]:
         with torch.no_grad():
-            return {k: float(v) for k, v in rd_objective(model, x, y_g, s, rate, lmbda, relaxed=False).items()}
+            j = rd_objective(model, x, y_g, s, rate, lmbda, relaxed=False, options=options)
+            return {k: float(v) for k, v in j.items()}
 
     # CompressAI's entropy models draw their training noise from the global generator: fork and seed it
     devices = [x.device] if x.device.type == "cuda" else []
@@ -124,7 +143,7 @@ def online_compress(model, x: Tensor, rate_idx: int, steps: int, lr: float = 0.0
             it = tqdm(it, desc="online", leave=False)
         for _ in it:
             opt.zero_grad(set_to_none=True)
-            rd_objective(model, x, y_g, s, rate, lmbda, relaxed=True)["loss"].backward()
+            rd_objective(model, x, y_g, s, rate, lmbda, relaxed=True, options=options)["loss"].backward()
             opt.step()
             j = exact()
             history.append(j["loss"])

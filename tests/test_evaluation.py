@@ -175,6 +175,9 @@ def test_ablation_table_has_every_variant_at_every_rate():
     assert list(dict.fromkeys(main["variant"])) == list(variants)
     missing = main[main.variant == "no_boundary"]
     assert (missing["bpp"] == "n/a").all()
+    # encode time per image (the cost of an encoder-side variant such as online optimisation)
+    assert (main[main.variant == "full"]["encode s/image"] == "0.11").all()
+    assert (missing["encode s/image"] == "n/a").all()
     assert "no_boundary (cgdm_no_boundary): no results" in blocks[0].notes
     assert set(blocks[1].frame["variant"]) == {"no_consistency", "no_sff"}
 

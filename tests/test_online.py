@@ -5,6 +5,7 @@ import torch
 
 from cgdm import bitstream as bs
 from cgdm.online import _decoder_output, online_compress
+from cgdm.sampling_options import SamplingOptions
 from cgdm.tensors import image_to_tensor
 
 from helpers.diffusion import test_image, tiny_base, tiny_cgdm
@@ -37,9 +38,26 @@ def test_online_mode_lowers_its_objective(model):
     c = res["compressed"]
     dec = model.base.decompress(c["strings"], 1, (64, 64))
     with torch.no_grad():
-        out = _decoder_output(model, dec["x_hat"], dec["features"])
+        out = _decoder_output(model, dec["x_hat"], dec["features"], dec["syntax"], torch.tensor([1]), model.options)
     mse = float(((out.clamp(0, 1) - x) ** 2).mean())
     assert mse == pytest.approx(res["final"]["mse"], rel=1e-3)
+
+
+def test_online_objective_sees_the_decoders_first_prediction(model):
+    """The surrogate is what the decoder returns after its first sampler step, from the start noise a decode
+    with the same settings draws: a one-step decode without guidance on one tile gives the same image."""
+    x = image_to_tensor(test_image(64, 64))
+    with torch.no_grad():
+        out = model.base(x, 1)
+        for seed in (0, 3):
+            options = SamplingOptions(steps=1, seed=seed, guidance=0.0, tile=64, overlap=0)
+            surrogate = _decoder_output(model, out["x_hat"], out["features"], out["syntax"], torch.tensor([1]),
+                                        options)
+            decoded = model.postprocess(out["x_hat"], out["features"], out["syntax"], 1, options=options)
+            assert torch.allclose(surrogate.clamp(0, 1), decoded, atol=1e-5)
+    other = _decoder_output(model, out["x_hat"], out["features"], out["syntax"], torch.tensor([1]),
+                            SamplingOptions(steps=1, seed=1, guidance=0.0, tile=64, overlap=0))
+    assert not torch.allclose(other, surrogate), "the start noise follows the decode seed"
 
 
 def test_online_file_decodes_with_the_unchanged_decoder(model):
