@@ -196,6 +196,7 @@ LAYERS: dict[str, str] = {
     "cgdm.evaluation.crops": EVALUATION,
     "cgdm.evaluation.fid": EVALUATION,
     "cgdm.evaluation.metrics": EVALUATION,
+    "cgdm.evaluation.paired": EVALUATION,
     "cgdm.evaluation.plots": EVALUATION,
     "cgdm.evaluation.realism": EVALUATION,
     "cgdm.evaluation.report": EVALUATION,

@@ -1,5 +1,6 @@
-"""Re-decode studies (cgdm.evaluation.studies): the decode step's reuse of pixels, the study rows, the
-paired differences to full CGDM with their intervals (known answers), the ablation / D-P tables and figure."""
+"""Re-decode studies (cgdm.evaluation.studies) and their statistics (cgdm.evaluation.paired): the decode
+step's reuse of pixels, the study rows, the paired differences to full CGDM with their intervals (known
+answers), the ablation / D-P tables and figure."""
 
 import json
 
@@ -10,7 +11,8 @@ from scipy import stats
 
 from cgdm import bitstream as bs
 from cgdm.evaluation import DATASET_IMAGE, realism, studies, tables
-from cgdm.evaluation.studies import STUDY_TIDY_COLUMNS, paired_differences
+from cgdm.evaluation.paired import dp_points, paired_differences
+from cgdm.evaluation.studies import STUDY_TIDY_COLUMNS
 from cgdm.imageio import load_image, save_png
 from cgdm.results import ENCODE_COLUMNS, write_table
 from cgdm.sampling_options import SamplingOptions
@@ -243,7 +245,7 @@ def _dp_rows():
 
 def test_dp_points_table_and_figure(tmp_path):
     variants = {"full": "cgdm", "no_consistency": "cgdm_no_consistency"}
-    pts = studies.dp_points(_dp_rows(), variants, base="cgdm_base")
+    pts = dp_points(_dp_rows(), variants, base="cgdm_base")
     assert list(pts["variant"]) == ["full"] * 3 + ["no_consistency"] * 3 + ["base"]
     full = pts[pts["variant"] == "full"]
     assert list(full["psnr"]) == [28.5, 28.0, 27.5] and list(full["swd"]) == [30, 25, 22]

@@ -11,8 +11,10 @@
 * :mod:`cgdm.evaluation.tables` -- RD / BD-rate / ablation / runtime / provenance tables (Markdown, LaTeX).
 * :mod:`cgdm.evaluation.aggregate` -- concatenate and validate tidy CSVs.
 * :mod:`cgdm.evaluation.report` -- figures + tables from the aggregated tidy CSV.
-* :mod:`cgdm.evaluation.studies` -- re-decode studies (ablations over decode seeds with paired
-  differences, distortion-perception curve): the encoded files decoded again with other settings.
+* :mod:`cgdm.evaluation.studies` -- re-decode studies (ablations over decode seeds, distortion-perception
+  curve): the encoded files decoded again with other settings.
+* :mod:`cgdm.evaluation.paired` -- statistics of the study tables: paired differences to full CGDM with
+  confidence intervals, distortion-perception points.
 
 Metric names used in the tidy ``metric`` column (and in published rows):
 ``psnr`` (RGB, dB), ``ms_ssim`` (RGB, linear), ``lpips`` (AlexNet, v0.1), ``dists``, ``nlpd``, ``gmsd``

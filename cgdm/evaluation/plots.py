@@ -172,7 +172,7 @@ def _panel(ax, pts: pd.DataFrame, rows: pd.DataFrame, metric: str, reason: str |
 
 def plot_dp_curve(points: pd.DataFrame, pdf: str | Path, png: str | Path, labels: dict[str, str] | None = None,
                   title: str = "Distortion-perception") -> list[Path]:
-    """The distortion-perception sweep (``points``: :func:`cgdm.evaluation.studies.dp_points`): one panel
+    """The distortion-perception sweep (``points``: :func:`cgdm.evaluation.paired.dp_points`): one panel
     per dataset, PSNR on x (better to the right), SWD on y (better down), one line per codec through its
     sweep points in order, the base codec as a star. A codec whose points all decode to the same pixels
     (no consistency branch: guidance and bound have no effect) is drawn as one point, and says so.

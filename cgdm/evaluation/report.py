@@ -17,7 +17,8 @@ Ablations::
 writes the ablation RD curves and ``ablation_table`` (every variant at every rate point + BD-rate of
 each variant against the full model). With ``--seeds results/ablation_seeds.csv`` (the re-decode study
 over decode seeds, :mod:`cgdm.evaluation.studies`) the table starts with the means over seeds and the
-paired differences to the full model with their intervals, also written as ``ablation_paired.csv``.
+paired differences to the full model with their intervals (:mod:`cgdm.evaluation.paired`), also written
+as ``ablation_paired.csv``.
 
 Distortion-perception curve::
 
@@ -38,6 +39,7 @@ from pathlib import Path
 import pandas as pd
 
 from cgdm.evaluation import bdrate, plots, studies, tables
+from cgdm.evaluation.paired import dp_points, paired_differences
 from cgdm.evaluation.tidy import TableError, read_tidy_table
 from cgdm.results import write_table
 
@@ -71,7 +73,7 @@ def ablation_report(df, pdf: Path, tables_dir: Path, variants: dict[str, str], l
                               codecs=[c for v, c in variants.items() if v != "full"])
     blocks = tables.ablation_tables(df, variants, bd)
     if seeds is not None:
-        paired = studies.paired_differences(seeds, variants)
+        paired = paired_differences(seeds, variants)
         write_table(paired, tables_dir / "ablation_paired.csv")
         written.append(tables_dir / "ablation_paired.csv")
         blocks = tables.ablation_seed_tables(paired, seeds, variants) + [
@@ -84,7 +86,7 @@ def ablation_report(df, pdf: Path, tables_dir: Path, variants: dict[str, str], l
 
 def dp_curve_report(df, pdf: Path, png: Path, tables_dir: Path, variants: dict[str, str], base: str | None,
                     labels: dict) -> list[Path]:
-    points = studies.dp_points(df, variants, base)
+    points = dp_points(df, variants, base)
     if points.empty:
         raise ValueError("the D-P study table has none of the given codecs")
     labels = {**{codec: variant for variant, codec in variants.items()}, **({base: "base codec"} if base else {}),

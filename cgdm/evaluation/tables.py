@@ -9,7 +9,7 @@ Every number is computed here from the per-image rows (:mod:`cgdm.results`); not
   (rules in :mod:`cgdm.evaluation.bdrate`).
 * ``ablation_table``: full model vs each variant (no consistency / no SFF / no boundary control) at every
   rate point over several decode seeds, with the per-image paired difference to the full model and its
-  95 % interval (:func:`ablation_seed_tables`, numbers from :func:`cgdm.evaluation.studies.paired_differences`),
+  95 % interval (:func:`ablation_seed_tables`, numbers from :func:`cgdm.evaluation.paired.paired_differences`),
   then the single-seed means of the encode run and the BD-rate of each variant against the full model.
 * ``dp_curve_table``: the distortion-perception sweep (PSNR and SWD per guidance / bound point).
 * ``runtime_table``: encode / decode seconds per image (mean +- std over images and rate points), device.
@@ -382,7 +382,7 @@ def _diff_cell(r, decimals: int) -> str:
 def ablation_seed_tables(paired: pd.DataFrame, df: pd.DataFrame | None = None,
                          variants: dict[str, str] | None = None) -> list[Table]:
     """Per dataset: every variant at every rate point over the decode seeds, each metric's mean and its
-    paired difference to full CGDM [95 % CI] (``paired``: :func:`cgdm.evaluation.studies.paired_differences`;
+    paired difference to full CGDM [95 % CI] (``paired``: :func:`cgdm.evaluation.paired.paired_differences`;
     ``df``: the study rows, for the reasons of n/a cells and the tile sizes)."""
     from cgdm.evaluation.studies import SEAM
 
