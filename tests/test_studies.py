@@ -225,6 +225,31 @@ def test_guidance_points_of_a_variant_without_consistency_decode_once(tmp_path):
     assert set(dec["decoded_as"]) == {"p0_seed1"}
 
 
+def test_dither_setting_adds_seeded_noise_to_the_pixels_it_reuses(tmp_path):
+    """The noise-alone control: the base codec's pixels (here the encode step's, reused, not decoded again)
+    plus white noise of the given level, the same field for an image at every level."""
+    enc = _encode_table(tmp_path, bs.DIFFUSION | bs.TILED)
+    codec = FakeCodec(load_image(tmp_path / "im0.png"))
+    settings = [{"name": "as_encoded", "overrides": {}},
+                *({"name": f"dither{i}", "point": i, "overrides": {}, "dither": d} for i, d in ((1, 2.0), (2, 4.0)))]
+    dec = studies.redecode(enc, settings, codec, tmp_path / "out", "dp_curve", progress=False)
+    assert codec.calls == 0
+    plain = dec[dec["setting"] == "as_encoded"].set_index("image")
+    for name, sigma in (("dither1", 2.0), ("dither2", 4.0)):
+        d = dec[dec["setting"] == name].set_index("image")
+        assert set(d["decoded_as"]) == {"encode+dither"} and set(d["overrides"]) == {json.dumps({"dither": sigma})}
+        for image in d.index:
+            noise = load_image(d.loc[image, "reconstruction"]).astype(float) - load_image(
+                plain.loc[image, "reconstruction"]).astype(float)
+            inside = np.abs(noise) < 30  # away from clipping at 0 and 255
+            assert noise[inside].std() == pytest.approx(sigma, rel=0.1)
+    again = studies.redecode(enc, settings, codec, tmp_path / "again", "dp_curve", progress=False)
+    for a, b in zip(dec["reconstruction"], again["reconstruction"], strict=True):
+        assert np.array_equal(load_image(a), load_image(b)), "seeded: the same control every run"
+    with pytest.raises(ValueError, match="dither"):
+        studies.check_settings([{"name": "x", "dither": -1}])
+
+
 def _dp_rows():
     rows = []
     points = [{"guidance": 0.0}, {"guidance": 0.5}, {"guidance": 1.0}]
@@ -240,21 +265,28 @@ def _dp_rows():
     base = dict(study="dp_curve", setting="base", overrides="{}", options="", decoded_as="encode")
     rows += [row("cgdm_base", f"im{k}", np.nan, "psnr", 29 + k, rate="1", **base) for k in range(2)]
     rows += [row("cgdm_base", DATASET_IMAGE, np.nan, "swd", 40.0, rate="1", **base)]
+    noisy = dict(study="dp_curve", setting="dither1", point=1, overrides=json.dumps({"dither": 2.0}), options="",
+                 decoded_as="encode+dither")
+    rows += [row("cgdm_base", f"im{k}", np.nan, "psnr", 28.8 + k, rate="1", **noisy) for k in range(2)]
+    rows += [row("cgdm_base", DATASET_IMAGE, np.nan, "swd", 33.0, rate="1", **noisy)]
     return frame(rows)
 
 
 def test_dp_points_table_and_figure(tmp_path):
     variants = {"full": "cgdm", "no_consistency": "cgdm_no_consistency"}
     pts = dp_points(_dp_rows(), variants, base="cgdm_base")
-    assert list(pts["variant"]) == ["full"] * 3 + ["no_consistency"] * 3 + ["base"]
+    assert list(pts["variant"]) == ["full"] * 3 + ["no_consistency"] * 3 + ["base"] * 2
     full = pts[pts["variant"] == "full"]
     assert list(full["psnr"]) == [28.5, 28.0, 27.5] and list(full["swd"]) == [30, 25, 22]
     assert list(full["label"]) == ["guidance=0.0", "guidance=0.5", "guidance=1.0"]
     assert not full["coincide"].any() and pts[pts["variant"] == "no_consistency"]["coincide"].all()
     b = pts[pts["variant"] == "base"].iloc[0]
     assert (b["point"], b["psnr"], b["swd"]) == (-1, 29.5, 40.0)
+    noisy = pts[pts["variant"] == "base"].iloc[1]
+    assert (noisy["point"], noisy["label"], noisy["psnr"], noisy["swd"]) == (1, "dither=2.0", 29.3, 33.0)
     md = tables.dp_curve_tables(pts)[0].markdown()
     assert "same for every point" in md and "guidance=0.5" in md and "[21.00, 23.00]" in md
+    assert "dither=2.0" in md and "noise-alone control" in md
     from cgdm.evaluation.plots import plot_dp_curve
 
     written = plot_dp_curve(pts, tmp_path / "dp.pdf", tmp_path / "dp.png")

@@ -174,7 +174,8 @@ def plot_dp_curve(points: pd.DataFrame, pdf: str | Path, png: str | Path, labels
                   title: str = "Distortion-perception") -> list[Path]:
     """The distortion-perception sweep (``points``: :func:`cgdm.evaluation.paired.dp_points`): one panel
     per dataset, PSNR on x (better to the right), SWD on y (better down), one line per codec through its
-    sweep points in order, the base codec as a star. A codec whose points all decode to the same pixels
+    sweep points in order, the base codec as a star and its dithered decodes (the noise-alone control,
+    ``dp_curve.dither``) as a dashed grey line from it. A codec whose points all decode to the same pixels
     (no consistency branch: guidance and bound have no effect) is drawn as one point, and says so.
 
     Writes ``pdf`` and ``png`` (the same figure), each atomically."""
@@ -203,9 +204,19 @@ def plot_dp_curve(points: pd.DataFrame, pdf: str | Path, png: str | Path, labels
                 name = labels.get(codec, first["variant"] if first["variant"] != codec else codec)
                 color = colors[i % len(colors)]
                 if first["variant"] == "base":
-                    h = ax.scatter(c["psnr"], c["swd"], marker="*", s=160, color="0.2", zorder=4)
+                    plain, dithered = c[c["point"] < 0], c[c["point"] >= 0]
+                    h = ax.scatter(plain["psnr"], plain["swd"], marker="*", s=160, color="0.2", zorder=4)
                     name = name if "diffusion" in name else f"{name} (no diffusion)"
                     handles.setdefault(f"{name}, {c['bpp'].mean():.3f} bpp", h)
+                    if len(dithered):
+                        # the noise-alone control, from the base point through its dithered decodes
+                        line = pd.concat([plain, dithered])
+                        (h,) = ax.plot(line["psnr"], line["swd"], linestyle="--", marker="x", color="0.45",
+                                       markersize=5, linewidth=1.0, zorder=2)
+                        handles.setdefault("base codec + white noise (noise alone)", h)
+                        for r in dithered.itertuples():
+                            ax.annotate(r.label.replace("dither=", "\u03c3="), (r.psnr, r.swd),
+                                        textcoords="offset points", xytext=(4, -9), fontsize=7, color="0.45")
                     continue
                 if bool(first["coincide"]):
                     h = ax.scatter([c["psnr"].mean()], [c["swd"].mean()], marker=MARKERS[i % len(MARKERS)],

@@ -43,6 +43,7 @@ statistics of the codec's output and those of the originals, not per-image fidel
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -284,6 +285,16 @@ def swd(reconstructions: list[np.ndarray], originals: list[np.ndarray], *, seed:
     return SWDResult(levels=per_level, value=value, ci_low=float(ci_low), ci_high=float(ci_high), n_images=n,
                      n_boot=n_boot if boot_levels else 0, n_descriptors=n * nhoods_per_image,
                      level_sizes=level_sizes, boot=samples if boot_levels else np.empty(0))
+
+
+def dither(image: np.ndarray, sigma: float, key: str, seed: int = SEED) -> np.ndarray:
+    """``image`` (uint8) plus white Gaussian noise of ``sigma`` grey levels, clipped and rounded to uint8:
+    the noise-alone control of a realism claim (a little noise lowers SWD, see
+    benchmarks/realism_calibration.py). The noise depends only on (seed, key), so one image gets the same
+    field, scaled, at every ``sigma``."""
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
+    noise = rng.standard_normal(np.shape(image))
+    return np.clip(np.rint(np.asarray(image, dtype=np.float64) + sigma * noise), 0, 255).astype(np.uint8)
 
 
 def paired_difference(values_a, boots_a, values_b, boots_b, *, ci: float = CI,

@@ -22,7 +22,9 @@ Workflow steps (CLI sub-commands, one job per (study, dataset, codec, rate point
     python -m cgdm.evaluation.studies aggregate --out results/ablation_seeds.csv IN.csv ...
 
 ``--settings`` is a JSON list of ``{"name": str, "overrides": {field: value}, "point": int}`` (``point``
-only in the D-P study). For each image and setting the decode step writes the rewritten bitstream
+only in the D-P study; ``"dither": s`` adds white noise of s grey levels to the setting's pixels: the D-P
+study's noise-alone control on the base codec, :func:`cgdm.evaluation.realism.dither`). For each image
+and setting the decode step writes the rewritten bitstream
 (bpp from its size on disk, as everywhere in the suite) and decodes it, except when the setting decodes
 to pixels that already exist: the same effective settings as the encoded file (then the encode step's
 reconstruction is used, ``decoded_as = encode``) or as an earlier setting of the job (``decoded_as =
@@ -108,6 +110,10 @@ def check_settings(settings: list[dict]) -> list[dict]:
     for s in settings:
         if not isinstance(s.get("overrides", {}), dict):
             raise ValueError(f"setting {s['name']!r}: overrides must be a mapping, got {s['overrides']!r}")
+        sigma = s.get("dither", 0)
+        if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not 0 <= sigma <= 64:
+            raise ValueError(f"setting {s['name']!r}: dither must be a noise level in [0, 64] grey levels, "
+                             f"got {sigma!r}")
     return settings
 
 
@@ -147,6 +153,11 @@ def redecode(encode: pd.DataFrame, settings: list[dict], codec, out_dir: Path, s
                 save_png(png, out)
                 decoded[key] = (str(png), s["name"], seconds, code_revision())
             recon, source, seconds, revision = decoded[key]
+            if s.get("dither"):
+                # the noise-alone control: these pixels plus white noise (realism.dither), seeded per image
+                png = folder / f"{image}.png"
+                save_png(png, realism.dither(load_image(recon), float(s["dither"]), image))
+                recon, source = str(png), f"{source}+dither"
             rows.append(dict(rec, bytes=info.num_bytes, bpp=info.bpp, bitstream=str(info.path),
                              reconstruction=recon, decode_s=seconds, code_revision=revision,
                              config_hash=config_hash or rec["config_hash"], status=STATUS_OK,
@@ -156,8 +167,9 @@ def redecode(encode: pd.DataFrame, settings: list[dict], codec, out_dir: Path, s
 
 def _study_fields(study: str, setting: dict, options: str) -> dict:
     seed = json.loads(options).get("seed") if options else None
+    overrides = {**(setting.get("overrides") or {}), **({"dither": setting["dither"]} if setting.get("dither") else {})}
     return dict(study=study, setting=setting["name"], seed=seed, point=setting.get("point"),
-                overrides=json.dumps(setting.get("overrides") or {}, sort_keys=True), options=options)
+                overrides=json.dumps(overrides, sort_keys=True), options=options)
 
 
 def read_decode_table(path) -> pd.DataFrame:

@@ -480,5 +480,10 @@ def dp_curve_tables(points: pd.DataFrame) -> list[Table]:
                  "codec (no diffusion decoder) is the reference point.",
                  "pixels from: the setting whose decode gave the pixels (encode = the encode step's own decode, "
                  "same settings)."]
+        if (p["label"].str.contains("dither=", regex=False)).any():
+            notes.append("dither=s: the noise-alone control, the base codec's decodes plus white Gaussian noise of "
+                         "s grey levels (seeded per image; cgdm.evaluation.realism.dither). Noise carries no "
+                         "information about the image, yet lowers SWD: a decoder's SWD gain is added realism "
+                         "only where it beats this curve at the same PSNR.")
         tables.append(Table(pd.DataFrame(rows), f"{dataset}: distortion-perception sweep", notes))
     return tables

@@ -124,6 +124,8 @@ if DP_CURVE:
             )
     if len({json.dumps(p, sort_keys=True) for p in DP_CURVE["points"]}) != len(DP_CURVE["points"]):
         _config_error("dp_curve.points lists the same settings twice")
+    if DP_CURVE.get("dither") and not DP_BASE:
+        _config_error("dp_curve.dither adds noise to the base codec's decodes: set dp_curve.base too")
 
 
 def study_codecs(study):
@@ -147,7 +149,11 @@ def study_settings(study, codec):
     if study == "ablations":
         return [{"name": f"seed{s}", "overrides": {"seed": s}} for s in ABLATION_SEEDS]
     if codec == DP_BASE:
-        return [{"name": "as_encoded", "overrides": {}}]  # no decoder: the encoded files as they are
+        # no decoder: the encoded files as they are, and the noise-alone control (dp_curve.dither)
+        return [{"name": "as_encoded", "overrides": {}}] + [
+            {"name": f"dither{i}", "point": i, "overrides": {}, "dither": float(sigma)}
+            for i, sigma in enumerate(DP_CURVE.get("dither") or [], start=1)
+        ]
     return [
         {"name": f"p{i}_seed{s}", "point": i, "overrides": {**point, "seed": int(s)}}
         for i, point in enumerate(DP_CURVE["points"])
