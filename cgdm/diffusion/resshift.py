@@ -97,17 +97,10 @@ class ResShiftSampler(Sampler):
 
     def __init__(self, schedule: ResShiftSchedule, steps: int | None = None, t0: int | None = None,
                  eta: float = 1.0):
-        T = schedule.num_train_timesteps
-        t0 = T - 1 if t0 is None else int(t0)
+        t0 = schedule.num_train_timesteps - 1 if t0 is None else int(t0)
         steps = t0 + 1 if steps is None else int(steps)
-        if not 0 <= t0 < T:
-            raise ValueError(f"t0 must be in [0, {T - 1}] for this decoder (trained with {T} steps), got {t0}")
-        if eta < 0:
-            raise ValueError("eta must be >= 0")
-        self.schedule = schedule
+        super().__init__(schedule, t0, eta)
         self.steps = steps
-        self.t0 = t0
-        self.eta = float(eta)
         if not 1 <= steps <= t0 + 1:
             raise ValueError(f"steps must be in 1..t0 + 1 = {t0 + 1} (each visits a distinct trained step), "
                              f"got {steps}")

@@ -100,6 +100,17 @@ class Sampler:
 
     timesteps: list[int]
 
+    def __init__(self, schedule, t0: int, eta: float):
+        """The checks both samplers share: the start is a trained step, the noise scale is not negative."""
+        T = schedule.num_train_timesteps
+        if not 0 <= t0 < T:
+            raise ValueError(f"t0 must be in [0, {T - 1}] for this decoder (trained with {T} steps), got {t0}")
+        if eta < 0:
+            raise ValueError("eta must be >= 0")
+        self.schedule = schedule
+        self.t0 = t0
+        self.eta = float(eta)
+
     def sample(
         self,
         x_base: Tensor,
@@ -153,14 +164,8 @@ class DDIMSampler(Sampler):
     """
 
     def __init__(self, schedule: NoiseSchedule, steps: int = 4, t0: int = 250, eta: float = 0.0):
-        if not 0 <= t0 < schedule.num_train_timesteps:
-            raise ValueError(f"t0 must be in [0, {schedule.num_train_timesteps - 1}], got {t0}")
-        if eta < 0:
-            raise ValueError("eta must be >= 0")
-        self.schedule = schedule
+        super().__init__(schedule, t0, eta)
         self.steps = steps
-        self.t0 = t0
-        self.eta = eta
         self.timesteps = sampling_timesteps(t0, steps)
 
     @property
