@@ -196,6 +196,9 @@ def plot_dp_curve(points: pd.DataFrame, pdf: str | Path, png: str | Path, labels
         notes = []
         for ax, dataset in zip(axes, datasets, strict=True):
             d = points[points["dataset"] == dataset]
+            swept = d[d["variant"] != "base"]
+            # the rate the title states: full CGDM's (the variants that decode its bitstreams share it)
+            ref_bpp = (d[d["variant"] == "full"] if (d["variant"] == "full").any() else swept)["bpp"].mean()
             for i, codec in enumerate(codecs):
                 c = d[(d["codec"] == codec) & np.isfinite(d["psnr"]) & np.isfinite(d["swd"])].sort_values("point")
                 if c.empty:
@@ -203,6 +206,8 @@ def plot_dp_curve(points: pd.DataFrame, pdf: str | Path, png: str | Path, labels
                 first = c.iloc[0]
                 name = labels.get(codec, first["variant"] if first["variant"] != codec else codec)
                 color = colors[i % len(colors)]
+                if first["variant"] not in ("base", "full") and abs(c["bpp"].mean() - ref_bpp) > 5e-4:
+                    name += f", {c['bpp'].mean():.3f} bpp"  # an encoder-side variant (online) has its own rate
                 if first["variant"] == "base":
                     plain, dithered = c[c["point"] < 0], c[c["point"] >= 0]
                     h = ax.scatter(plain["psnr"], plain["swd"], marker="*", s=160, color="0.2", zorder=4)
@@ -237,13 +242,14 @@ def plot_dp_curve(points: pd.DataFrame, pdf: str | Path, png: str | Path, labels
                 for r in c.itertuples():
                     ax.annotate(str(r.point), (r.psnr, r.swd), textcoords="offset points", xytext=(4, 3),
                                 fontsize=7, color=color)
-            rate = ", ".join(sorted({str(r) for r in d.loc[d["variant"] != "base", "rate"]}))
-            bpp = d.loc[d["variant"] != "base", "bpp"].mean()
-            ax.set_title(f"{title}, {dataset}: rate point {rate} ({bpp:.3f} bpp)")
+            rate = ", ".join(sorted({str(r) for r in swept["rate"]}))
+            ax.set_title(f"{title}, {dataset}: rate point {rate} ({ref_bpp:.3f} bpp)")
             ax.set_xlabel(metric_label("psnr"))
             ax.set_ylabel(metric_label("swd"))
             ax.legend([handles[k] for k in handles], list(handles), loc="best", fontsize=7.5, framealpha=0.85)
-        pts = points[points["point"] >= 0].drop_duplicates("point").sort_values("point")
+        # the sweep's points (the base codec's dithered decodes are labelled on the figure itself)
+        pts = points[(points["point"] >= 0) & (points["variant"] != "base")]
+        pts = pts.drop_duplicates("point").sort_values("point")
         legend_text = "Sweep points: " + "; ".join(f"{r.point} = {r.label}" for r in pts.itertuples())
         width = int(100 * len(datasets))
         footer = "\n".join(textwrap.wrap(legend_text, width)
