@@ -290,8 +290,7 @@ def ablation_tables(df: pd.DataFrame, variants: dict[str, str], bd: pd.DataFrame
                 notes.append(f"{variant} ({codec}): no results")
             for rate in rates:
                 pr = c[c["rate"] == rate]
-                enc = timed[(timed["codec"] == codec) & (timed["rate"].astype(str) == str(rate))]
-                enc = enc["encode_s"].dropna() if "encode_s" in enc else enc.index[:0]
+                enc = timed[(timed["codec"] == codec) & (timed["rate"].astype(str) == str(rate))]["encode_s"].dropna()
                 row = {"variant": variant, "codec": codec, "rate": rate,
                        "bpp": fmt(pr["bpp"].mean() if len(pr) else np.nan, DECIMALS["bpp"]),
                        "encode s/image": fmt(enc.mean() if len(enc) else np.nan, 2)}
