@@ -87,6 +87,7 @@ SECTION_TYPES: dict[str, int] = {
     "hyper": 2,    # z: hyper latent (entropy bottleneck stream)
     "syntax": 3,   # neural-syntax vector
     "decoder": 4,  # diffusion decoder settings (steps / t0 / seed struct), owned by the diffusion decoder
+    "sff": 5,      # SFF stream: the vector that steers the diffusion decoder's fusion (cgdm.fusion.SFFStream)
 }
 _SECTION_NAMES = {v: k for k, v in SECTION_TYPES.items()}
 

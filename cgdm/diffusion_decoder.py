@@ -19,7 +19,7 @@ from cgdm.consistency import ConsistencyBranch
 from cgdm.diffusion.resshift import ResShiftSampler, ResShiftSchedule
 from cgdm.diffusion.scheduler import DDIMSampler, NoiseSchedule
 from cgdm.diffusion.unet import ConditionalUNet
-from cgdm.fusion import SyntaxFeatureFusion
+from cgdm.fusion import SFFStream, SyntaxFeatureFusion
 from cgdm.variants import Variant
 
 __all__ = ["DECODER_ARCH", "CGDMDecoder", "DecoderConfig"]
@@ -48,10 +48,20 @@ class DecoderConfig:
     num_train_timesteps: int = 4
     kappa: float = 0.2                  # resshift only: noise scale of the start y + kappa eps
     refine_channels: int = 0            # full-resolution output head (cgdm.diffusion.unet)
+    # length of the SFF stream (cgdm.fusion.SFFStream) that steers the fusion at every decoder stage;
+    # 0 = none: the fusion reads the base codec's syntax at the last stage only (checkpoints before it)
+    sff_stream_dim: int = 0
 
     def __post_init__(self):
         if self.formulation not in ("resshift", "ddim"):
             raise ValueError(f"unknown diffusion formulation {self.formulation!r}; use 'resshift' or 'ddim'")
+        if self.sff_stream_dim < 0:
+            raise ValueError(f"sff_stream_dim must be >= 0, got {self.sff_stream_dim}")
+
+    @property
+    def has_sff_stream(self) -> bool:
+        """Whether files of this decoder carry an ``sff`` section (the stream needs SFF, so a fusion)."""
+        return self.consistency and self.sff and self.sff_stream_dim > 0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -76,22 +86,28 @@ class CGDMDecoder(nn.Module):
     """Consistency branch + conditional U-Net with SFF. Works in the diffusion range [-1, 1].
 
     With ``consistency=False`` there is no branch: the U-Net sees only the base reconstruction, rate and
-    timestep, and there is nothing to fuse. With ``sff=False`` the fusion is the fixed average.
+    timestep, and there is nothing to fuse. With ``sff=False`` the fusion is the fixed average. With
+    ``sff_stream_dim > 0`` (and SFF on) the encoder also sends the SFF stream (:attr:`sff_stream`), and the
+    fusion, steered by it, acts at every decoder stage of the U-Net.
     """
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
         self.config = config
         c = config
+        fusion = inner = None
+        self.sff_stream = SFFStream(c.sff_stream_dim) if c.has_sff_stream else None
         if c.consistency:
             self.consistency = ConsistencyBranch(c.feature_channels, c.consistency_channels, c.unshuffle,
                                                  c.feature_stride, c.consistency_hidden, c.consistency_blocks)
-            fusion = SyntaxFeatureFusion(c.channels[0], c.consistency_channels, c.syntax_dim, syntax_driven=c.sff)
+            d = c.syntax_dim + (c.sff_stream_dim if c.has_sff_stream else 0)
+            fusion = SyntaxFeatureFusion(c.channels[0], c.consistency_channels, d, syntax_driven=c.sff)
+            if c.has_sff_stream:
+                inner = [SyntaxFeatureFusion(ch, c.consistency_channels, d) for ch in reversed(c.channels[1:])]
         else:
             self.consistency = None
-            fusion = None
         self.unet = ConditionalUNet(c.num_rates, c.consistency_channels if c.consistency else 0, c.channels,
-                                    c.unshuffle, c.emb_dim, fusion, c.refine_channels)
+                                    c.unshuffle, c.emb_dim, fusion, c.refine_channels, inner)
         if c.formulation == "resshift":
             self.schedule = ResShiftSchedule(c.num_train_timesteps, c.kappa)
         else:
@@ -112,6 +128,34 @@ class CGDMDecoder(nn.Module):
             return ResShiftSampler(self.schedule, steps, t0, eta)
         return DDIMSampler(self.schedule, steps, 250 if t0 is None else t0, eta)
 
+    def fusion_syntax(self, syntax: Tensor, stream: Tensor | None) -> Tensor:
+        """The vector the fusion reads: the base codec's ``syntax`` (B, D), followed by the decoded SFF
+        ``stream`` (B, sff_stream_dim) for decoders that have one (None otherwise)."""
+        syntax = syntax.reshape(syntax.shape[0], -1)
+        if self.sff_stream is None:
+            if stream is not None:
+                raise ValueError("this decoder has no SFF stream, but a stream vector was given")
+            return syntax
+        if stream is None:
+            raise ValueError("this decoder's fusion is steered by its SFF stream: pass the decoded stream "
+                             "(the file's 'sff' section)")
+        return torch.cat([syntax, stream.reshape(stream.shape[0], -1).to(syntax.dtype)], dim=1)
+
+    def update(self, force: bool = False) -> None:
+        """Build the SFF stream's range-coder tables (after training; a no-op without a stream)."""
+        if self.sff_stream is not None:
+            self.sff_stream.entropy_bottleneck.update(force=force)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # the SFF stream's CDF tables have data-dependent sizes: resize them to the stored ones first
+        if self.sff_stream is not None:
+            eb = self.sff_stream.entropy_bottleneck
+            for name in ("_quantized_cdf", "_offset", "_cdf_length"):
+                key = f"sff_stream.entropy_bottleneck.{name}"
+                if key in state_dict:
+                    getattr(eb, name).resize_(state_dict[key].shape)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     @property
     def multiple(self) -> int:
         """Image sides are padded to a multiple of this before denoising."""
@@ -129,7 +173,8 @@ class CGDMDecoder(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor | int, x_base: Tensor, rate_idx: Tensor | int,
                 features: Tensor | None, syntax: Tensor | None) -> Tensor:
-        """Predict ``x0`` from ``x_t`` (all at the same resolution, a multiple of :attr:`multiple`)."""
+        """Predict ``x0`` from ``x_t`` (all at the same resolution, a multiple of :attr:`multiple`).
+        ``syntax``: the fusion's vector, :meth:`fusion_syntax`."""
         b = x_t.shape[0]
         t = torch.as_tensor(t, device=x_t.device).long()
         t = t.expand(b) if t.dim() == 0 else t

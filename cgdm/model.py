@@ -148,8 +148,10 @@ class CGDM(nn.Module):
     @torch.no_grad()
     def postprocess(self, x_hat: Tensor, features: Tensor, syntax: Tensor, rate_idx: int,
                     options: SamplingOptions | None = None, boundary: bool | None = None,
-                    progress: bool = False) -> Tensor:
-        """Diffusion post-processing of one decoded image: ``x_hat`` (1, 3, H, W) in [0, 1] -> [0, 1]."""
+                    progress: bool = False, sff: Tensor | None = None) -> Tensor:
+        """Diffusion post-processing of one decoded image: ``x_hat`` (1, 3, H, W) in [0, 1] -> [0, 1].
+        ``sff``: the decoded SFF stream (:meth:`sff_vector`), for decoders that have one."""
+        syntax = self.decoder.fusion_syntax(syntax, sff)
         options = options or self.options
         boundary = self.boundary if boundary is None else boundary
         self._check_options(options)
@@ -180,7 +182,7 @@ class CGDM(nn.Module):
     @torch.no_grad()
     def postprocess_latents(self, y_hat: Tensor, syntax_hat: Tensor, size: tuple[int, int], rate_idx: int,
                             options: SamplingOptions | None = None, boundary: bool | None = None,
-                            progress: bool = False) -> Tensor:
+                            progress: bool = False, sff: Tensor | None = None) -> Tensor:
         """:meth:`postprocess` of an image given by its decoded latents (``BaseCodec.decompress(...,
         synthesize=False)``), for large images: the base synthesis and the consistency branch run together
         strip by strip (strips of ``BaseCodec.synthesis_strip_rows``), so neither the base features (N
@@ -221,7 +223,8 @@ class CGDM(nn.Module):
                 source(top, min(Hp, top + rows))
         guide = self._guidance(x_c, options)
         del x_c
-        return self._sample(xb, feat, guide, syntax_hat.flatten(1), rate_idx, options, progress, (H, W))
+        return self._sample(xb, feat, guide, dec.fusion_syntax(syntax_hat, sff), rate_idx, options, progress,
+                            (H, W))
 
     def _sample_local(self, xb: Tensor, features: Tensor, syntax: Tensor, rate_idx: int, options: SamplingOptions,
                       progress: bool, size: tuple[int, int]) -> Tensor:
@@ -279,11 +282,19 @@ class CGDM(nn.Module):
         return _to_unit_range(sample_global(sampler, xb, predict, gen, tiling, guide, progress), size)
 
     @torch.no_grad()
+    def sff_vector(self, x: Tensor, x_hat: Tensor) -> Tensor | None:
+        """The SFF stream's vector (B, dim) for image ``x`` and its base reconstruction ``x_hat`` (both in
+        [0, 1]) as the decoder will decode it; None for decoders without a stream."""
+        stream = self.decoder.sff_stream
+        return None if stream is None else stream(x * 2 - 1, x_hat.clamp(0, 1) * 2 - 1)[0]
+
+    @torch.no_grad()
     def reconstruct(self, x: Tensor, rate_idx: int, **kwargs) -> Tensor:
         """Decoder output for ``x`` (1, 3, H, W) in [0, 1] without entropy coding (same pixels as a
         round trip through bytes: the base forward pass in eval mode equals its decompress)."""
         out = self.base(x, rate_idx)
-        return self.postprocess(out["x_hat"], out["features"], out["syntax"], rate_idx, **kwargs)
+        return self.postprocess(out["x_hat"], out["features"], out["syntax"], rate_idx,
+                                sff=self.sff_vector(x, out["x_hat"]), **kwargs)
 
     # -- bytes ---------------------------------------------------------------------------------------
     def _flags(self, height: int, width: int, options: SamplingOptions, online: bool) -> int:
@@ -315,8 +326,15 @@ class CGDM(nn.Module):
         header = bs.CGDMHeader(MODEL_ID, self.weights_hash, w, h, rate_idx,
                                self._flags(h, w, options, online_steps > 0))
         st = enc["strings"]
-        return bs.write_cgdm(header, {"main": st["y"][0], "hyper": st["z"][0], "syntax": st["syntax"][0],
-                                      "decoder": options.pack()})
+        sections = {"main": st["y"][0], "hyper": st["z"][0], "syntax": st["syntax"][0], "decoder": options.pack()}
+        if self.decoder.sff_stream is not None:
+            # the stream describes the image against the base reconstruction the decoder will have: the
+            # coded latents decoded (after online optimisation these are not the analysis transform's)
+            with torch.no_grad():
+                x_hat = self.base.decompress({k: v[:1] for k, v in st.items()}, rate_idx, (h, w),
+                                             features=False)["x_hat"]
+                sections["sff"] = self.decoder.sff_stream.compress(x * 2 - 1, x_hat * 2 - 1)[0]
+        return bs.write_cgdm(header, sections)
 
     def decode_extra_bytes(self, height: int, width: int) -> int:
         """Memory (bytes) the diffusion post-processing must hold at once on top of the base decode,
@@ -335,9 +353,14 @@ class CGDM(nn.Module):
         header, sections = bs.read_cgdm(data)
         bs.check_pixel_budget(header, max_pixels)
         bs.check_model(header, MODEL_ID, self.weights_hash, self.base.num_rates)
+        stream = self.decoder.sff_stream
         missing = {"main", "hyper", "syntax", "decoder"} - set(sections)
+        if stream is not None and "sff" not in sections:
+            missing.add("sff")
         if missing:
             raise bs.CorruptedFile(f"corrupted file: missing section(s) {sorted(missing)}")
+        if stream is None and "sff" in sections:
+            raise bs.CorruptedFile("corrupted file: an 'sff' section, but this decoder has no SFF stream")
         if not header.flags & bs.DIFFUSION:
             raise bs.CorruptedFile("corrupted file: a 'cgdm' file must have the DIFFUSION flag")
         file_variant = Variant.from_flags(header.flags)
@@ -355,15 +378,17 @@ class CGDM(nn.Module):
         check_decode_resources(self.base, header, sections, max_pixels, features=False,
                                extra_bytes=self.decode_extra_bytes(header.height, header.width))
         size = (header.height, header.width)
+        # the SFF stream first: a few symbols, and a damaged one is refused before the image work
+        sff = None if stream is None else stream.decompress([sections["sff"]]).to(self.device)
         strings = {"y": [sections["main"]], "z": [sections["hyper"]], "syntax": [sections["syntax"]]}
         if self.base.synthesis_strip_rows(self.base.latent_shapes(size)[0]) is not None:
             # large image: synthesis and consistency branch strip by strip (memory bounded by the strip)
             lat = self.base.decompress(strings, header.rate_idx, size, synthesize=False)
             out = self.postprocess_latents(lat.pop("y_hat"), lat["syntax_hat"], size, header.rate_idx, options,
-                                           boundary=file_variant.boundary, progress=progress)
+                                           boundary=file_variant.boundary, progress=progress, sff=sff)
         else:
             dec = self.base.decompress(strings, header.rate_idx, size)
             # pop: postprocess frees the large base outputs once the consistency branch has used them
             out = self.postprocess(dec.pop("x_hat"), dec.pop("features"), dec["syntax"], header.rate_idx, options,
-                                   boundary=file_variant.boundary, progress=progress)
+                                   boundary=file_variant.boundary, progress=progress, sff=sff)
         return tensor_to_image(out)

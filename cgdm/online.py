@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from cgdm.diffusion.resshift import ResShiftSchedule
 from cgdm.diffusion.scheduler import randn_like
 from cgdm.sampling_options import SamplingOptions
+from cgdm.syntax import code_vector
 from cgdm.tensors import pad_to
 
 __all__ = ["online_compress", "rd_objective"]
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 def _decoder_output(model, x_hat: Tensor, features: Tensor, syntax: Tensor, rate: Tensor,
-                    options: SamplingOptions) -> Tensor:
+                    options: SamplingOptions, sff: Tensor | None = None) -> Tensor:
     """Differentiable surrogate of the decoder's output in [0, 1] (see the module docstring)."""
     dec = model.decoder
     H, W = x_hat.shape[-2:]
@@ -60,7 +61,7 @@ def _decoder_output(model, x_hat: Tensor, features: Tensor, syntax: Tensor, rate
         # (cgdm.boundary draws it once, globally); a constant here, so no gradient flows into it
         gen = torch.Generator(device=xb.device).manual_seed(options.seed)
         x_t = sampler.start(xb, randn_like(xb, gen))
-        out = dec(x_t, sampler.timesteps[0], xb, rate, feats, syntax.flatten(1))
+        out = dec(x_t, sampler.timesteps[0], xb, rate, feats, dec.fusion_syntax(syntax, sff))
     elif x_c is not None:
         out = x_c
     else:
@@ -69,12 +70,14 @@ def _decoder_output(model, x_hat: Tensor, features: Tensor, syntax: Tensor, rate
 
 
 def rd_objective(model, x: Tensor, y_g: Tensor, s: Tensor, rate: Tensor, lmbda: float,
-                 relaxed: bool, options: SamplingOptions | None = None) -> dict[str, Tensor]:
+                 relaxed: bool, options: SamplingOptions | None = None, sff: Tensor | None = None
+                 ) -> dict[str, Tensor]:
     """Rate-distortion objective of a candidate ``(y_g, s)`` for image ``x`` (1, 3, H, W) in [0, 1].
 
     ``relaxed=True``: noise for the rates and straight-through rounding (differentiable);
     ``relaxed=False``: the values the decoder will actually get. ``options``: the decoding settings the
-    file will carry (default: the model's), which fix the decoder's start noise.
+    file will carry (default: the model's), which fix the decoder's start noise. ``sff``: the SFF stream's
+    vector for decoders that have one (held fixed: its bits do not depend on ``y_g``; see :func:`online_compress`).
     """
     base = model.base
     H, W = x.shape[-2:]
@@ -83,15 +86,9 @@ def rd_objective(model, x: Tensor, y_g: Tensor, s: Tensor, rate: Tensor, lmbda: 
     scales, means = base.h_s(z_hat * base._gain(base.log_hyper_inv_gain, rate)).chunk(2, 1)
     _, y_lik = base.gaussian_conditional(y_g, scales, means=means, training=relaxed)
     y_hat = quantize_ste(y_g - means) + means
-    eb_s = base.syntax.entropy_bottleneck
-    s_noisy, s_lik = eb_s(s, training=relaxed)
-    if relaxed:
-        med = eb_s._get_medians().detach().reshape(1, -1, 1, 1)
-        s_hat = quantize_ste(s - med) + med
-    else:
-        s_hat = s_noisy
+    s_hat, s_lik = code_vector(base.syntax.entropy_bottleneck, s, relaxed)
     x_hat, features = base._synthesize(y_hat * base._gain(base.log_inv_gain, rate), s_hat, (H, W))
-    out = _decoder_output(model, x_hat, features, s_hat, rate, options or model.options)
+    out = _decoder_output(model, x_hat, features, s_hat, rate, options or model.options, sff)
     bits = sum((-torch.log2(lik)).sum() for lik in (y_lik, z_lik, s_lik))
     bpp = bits / (H * W)
     mse = F.mse_loss(out.clamp(0, 1) if not relaxed else out, x)
@@ -122,13 +119,16 @@ def online_compress(model, x: Tensor, rate_idx: int, steps: int, lr: float = 0.0
         y = base.g_a(base._pad(x))
         y_g0 = y * base._gain(base.log_gain, rate)
         s0 = base.syntax.analyse(y)
+        # the SFF stream is coded after this optimisation, from the final base reconstruction
+        # (CGDM.compress); the objective holds it at its value for the amortised reconstruction
+        sff = None if model.decoder.sff_stream is None else model.sff_vector(x, base(x, rate)["x_hat"])
     y_g = y_g0.clone().requires_grad_(True)
     s = s0.clone().requires_grad_(True)
     opt = torch.optim.Adam([y_g, s], lr=lr)
 
     def exact() -> dict[str, float]:
         with torch.no_grad():
-            j = rd_objective(model, x, y_g, s, rate, lmbda, relaxed=False, options=options)
+            j = rd_objective(model, x, y_g, s, rate, lmbda, relaxed=False, options=options, sff=sff)
             return {k: float(v) for k, v in j.items()}
 
     # CompressAI's entropy models draw their training noise from the global generator: fork and seed it
@@ -143,7 +143,7 @@ def online_compress(model, x: Tensor, rate_idx: int, steps: int, lr: float = 0.0
             it = tqdm(it, desc="online", leave=False)
         for _ in it:
             opt.zero_grad(set_to_none=True)
-            rd_objective(model, x, y_g, s, rate, lmbda, relaxed=True, options=options)["loss"].backward()
+            rd_objective(model, x, y_g, s, rate, lmbda, relaxed=True, options=options, sff=sff)["loss"].backward()
             opt.step()
             j = exact()
             history.append(j["loss"])

@@ -18,7 +18,21 @@ from compressai.entropy_models import EntropyBottleneck
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
-__all__ = ["NeuralSyntax"]
+__all__ = ["NeuralSyntax", "code_vector"]
+
+
+def code_vector(entropy_bottleneck: EntropyBottleneck, s: Tensor, training: bool) -> tuple[Tensor, Tensor]:
+    """A global vector ``s`` (B, D, 1, 1) through its entropy bottleneck -> ``(s_hat, likelihoods)``.
+
+    Training: the likelihoods use additive noise (CompressAI's relaxation) while the decoder sees the
+    straight-through rounded vector, so it is trained on the values it will get at test time.
+    Eval: both are the dequantised values, identical to the entropy bottleneck's ``decompress``.
+    """
+    s_noisy, likelihoods = entropy_bottleneck(s, training=training)
+    if training:
+        medians = entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
+        return quantize_ste(s - medians) + medians, likelihoods
+    return s_noisy, likelihoods
 
 
 class NeuralSyntax(nn.Module):
@@ -70,20 +84,8 @@ class NeuralSyntax(nn.Module):
         return self.encoder(stats)[:, :, None, None]
 
     def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        """Returns ``(syntax_hat (B, D, 1, 1), likelihoods)``.
-
-        Training: the likelihoods use additive noise (CompressAI's relaxation) while the decoder sees the
-        straight-through rounded vector, so it is trained on the values it will get at test time.
-        Eval: both are the dequantised values, identical to :meth:`decompress`.
-        """
-        s = self.analyse(y)
-        s_noisy, likelihoods = self.entropy_bottleneck(s)
-        if self.training:
-            medians = self.entropy_bottleneck._get_medians().detach().reshape(1, -1, 1, 1)
-            s_hat = quantize_ste(s - medians) + medians
-        else:
-            s_hat = s_noisy
-        return s_hat, likelihoods
+        """Returns ``(syntax_hat (B, D, 1, 1), likelihoods)`` (see :func:`code_vector`)."""
+        return code_vector(self.entropy_bottleneck, self.analyse(y), self.training)
 
     def decompress(self, strings: list[bytes]) -> Tensor:
         return self.entropy_bottleneck.decompress(strings, (1, 1))

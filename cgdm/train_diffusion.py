@@ -12,6 +12,11 @@ crops with a random rate index each:
   ``x0 = unet(x_t, t, y, r, features_c, syntax)``, loss ``MSE(x0, x)``;
 * deviation bound (unless ``no_consistency``): ``deviation_weight * deviation_loss(x0, x_c)``
   (:func:`cgdm.consistency.deviation_loss`);
+* SFF stream (``sff_stream_dim > 0``, full SFF only; :class:`cgdm.fusion.SFFStream`): the stream's vector
+  for ``(x, y)`` steers the fusion in the ``x0`` prediction above, and its bits are priced as the base codec
+  prices its own: ``4 / (255^2 lambda_r) * bits / pixels`` (lambda_r the base codec's training lambda of the
+  sample's rate point; 4 because the diffusion range [-1, 1] quadruples the MSE). Its entropy model's
+  quantiles are trained by CompressAI's auxiliary loss with their own optimiser;
 * perceptual terms (``perceptual``): ``adversarial`` = non-saturating loss of a conditional patch
   discriminator (:mod:`cgdm.discriminator`, trained alternately, needs no weights); ``lpips`` = LPIPS-VGG
   (VGG, so that AlexNet LPIPS stays an unbiased test metric), which needs its weights in the cache.
@@ -53,8 +58,8 @@ from cgdm.crops import RandomCrops
 from cgdm.diffusion_decoder import DECODER_ARCH, CGDMDecoder, DecoderConfig
 from cgdm.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from cgdm.hashing import config_hash
-from cgdm.model import load_base
-from cgdm.training import set_lr
+from cgdm.model import base_lambdas, load_base
+from cgdm.training import rd_optimizers, set_lr
 from cgdm.variants import Variant
 from cgdm.weights import DownloadBlocked, no_downloads, torch_home
 from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
@@ -77,6 +82,10 @@ DEFAULT_PARAMS: dict = {
     "num_train_timesteps": 4,
     "kappa": 0.2,
     "refine_channels": 0,  # full-resolution output head; hurt PSNR and SWD in 600-step CPU runs (benchmark)
+    # SFF stream length (cgdm.fusion.SFFStream); 0 = none, the fusion reads the base syntax alone. Off by
+    # default: in 1,200-step CPU runs the stream collapsed to a constant and changed nothing measurable
+    # (benchmarks/results/sff_stream.json)
+    "sff_stream_dim": 0,
     "schedule": "linear",  # ddim only
     "t_max": 500,  # ddim only: highest training step
     # losses
@@ -95,6 +104,10 @@ DEFAULT_PARAMS: dict = {
     "patch_size": 128,
     "lr": 4e-4,
     "lr_final": 0.1,  # cosine decay to this fraction of lr
+    "aux_lr": 1e-3,  # the SFF stream's entropy-model quantiles (CompressAI's auxiliary optimiser)
+    # pixels the SFF stream's bits are spread over in its rate term; None = the training crop's. The stream
+    # codes one vector per image, so at decode its bits are spread over the whole image
+    "sff_rate_pixels": None,
     "ema_decay": 0.995,
     "clip_max_norm": 1.0,
     "seed": 0,
@@ -109,7 +122,8 @@ PAPER_PARAMS: dict = {**DEFAULT_PARAMS, "channels": [64, 128, 256], "unshuffle":
 
 _RESUMABLE_KEYS = {"steps", "checkpoint_every", "threads"}
 _ARCH_KEYS = ("channels", "unshuffle", "emb_dim", "consistency_channels", "consistency_hidden",
-              "consistency_blocks", "formulation", "schedule", "num_train_timesteps", "kappa", "refine_channels")
+              "consistency_blocks", "formulation", "schedule", "num_train_timesteps", "kappa", "refine_channels",
+              "sff_stream_dim")
 
 #: ``perceptual`` settings -> perceptual losses (``auto`` adds LPIPS-VGG only when its weights are cached)
 PERCEPTUAL = {"none": (), "adversarial": ("adversarial",), "lpips": ("lpips",),
@@ -223,8 +237,19 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
         # beta1 0.5: the usual GAN setting; the critic's target moves every step
         d_opt = torch.optim.Adam(disc.parameters(), lr=float(p["lr"]), betas=(0.5, 0.9))
     losses_used = ["diffusion"] + (["consistency", "deviation"] if config.consistency else []) \
-        + (["adversarial"] if disc is not None else []) + (["lpips"] if lpips is not None else [])
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=float(p["lr"]))
+        + (["adversarial"] if disc is not None else []) + (["lpips"] if lpips is not None else []) \
+        + (["sff_rate"] if config.has_sff_stream else [])
+    aux_opt = rate_weight = None
+    if config.has_sff_stream:
+        lambdas = base_lambdas(base_meta)
+        if not lambdas or len(lambdas) != base.num_rates:
+            raise ValueError(f"the SFF stream's bits are priced at the base codec's lambdas, but {base_path} "
+                             "records none per rate point: train the base with cgdm train, or set sff_stream_dim: 0")
+        rate_weight = torch.tensor([4.0 / (255**2 * lam) for lam in lambdas], device=device)
+        rate_pixels = float(p["sff_rate_pixels"] or int(p["patch_size"]) ** 2)
+        optimizer, aux_opt = rd_optimizers(decoder, p["lr"], p["aux_lr"])
+    else:
+        optimizer = torch.optim.Adam(decoder.parameters(), lr=float(p["lr"]))
     ema = copy.deepcopy(decoder).eval().requires_grad_(False)
     generator = torch.Generator().manual_seed(int(p["seed"]))
     step = 0
@@ -236,10 +261,14 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
         decoder.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
+        if aux_opt is not None:
+            aux_opt.load_state_dict(state["aux_optimizer"])
         if disc is not None:
             disc.load_state_dict(state["disc"])
             d_opt.load_state_dict(state["disc_optimizer"])
         generator.set_state(state["rng"])
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])  # CompressAI's training noise (the SFF stream's rate)
         step = int(state["step"])
     elif state_path.exists():
         warnings.warn(f"{state_path} exists from an earlier run and will be overwritten (resume=False)",
@@ -247,9 +276,11 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
 
     def save_state() -> None:
         extra = {} if disc is None else {"disc": disc.state_dict(), "disc_optimizer": d_opt.state_dict()}
+        if aux_opt is not None:
+            extra["aux_optimizer"] = aux_opt.state_dict()
         atomic_torch_save({"step": step, "params_hash": phash, "params": p, "model": decoder.state_dict(),
                            "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                           "rng": generator.get_state(), **extra}, state_path)
+                           "rng": generator.get_state(), "torch_rng": torch.get_rng_state(), **extra}, state_path)
 
     total, every = int(p["steps"]), max(1, int(p["checkpoint_every"]))
     t_range = int(p["num_train_timesteps"]) if config.formulation == "resshift" else int(p["t_max"])
@@ -271,7 +302,13 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
         features, x_c = decoder.condition(bo["features"], xb)
         if x_c is not None:
             losses["consistency"] = float(p["consistency_weight"]) * F.mse_loss(x_c, target)
-        x0 = decoder(decoder.training_input(target, xb, eps, t), t, xb, r, features, bo["syntax"])
+        stream = None
+        if decoder.sff_stream is not None:
+            stream, s_lik = decoder.sff_stream(target, xb)
+            bits = -torch.log2(s_lik).flatten(1).sum(1)
+            losses["sff_rate"] = (rate_weight[r] * bits).mean() / rate_pixels
+        syntax = decoder.fusion_syntax(bo["syntax"], stream)
+        x0 = decoder(decoder.training_input(target, xb, eps, t), t, xb, r, features, syntax)
         losses["diffusion"] = F.mse_loss(x0, target)
         if x_c is not None and float(p["deviation_weight"]) > 0:
             losses["deviation"] = float(p["deviation_weight"]) * deviation_loss(x0, x_c, float(p["bound"]), factor)
@@ -287,8 +324,14 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if p["clip_max_norm"]:
-            torch.nn.utils.clip_grad_norm_(decoder.parameters(), float(p["clip_max_norm"]))
+            # the optimiser's parameters: not the quantiles, whose auxiliary gradient is not this loss's
+            torch.nn.utils.clip_grad_norm_([q for g in optimizer.param_groups for q in g["params"]],
+                                           float(p["clip_max_norm"]))
         optimizer.step()
+        if aux_opt is not None:
+            aux_opt.zero_grad(set_to_none=True)
+            decoder.sff_stream.entropy_bottleneck.loss().backward()
+            aux_opt.step()
         if adversarial:
             disc.requires_grad_(True)
             d_loss = discriminator_loss(disc(target, xb), disc(x0.detach(), xb))
@@ -316,6 +359,7 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
     bar.close()
     ms_per_step = 1000.0 * (time.perf_counter() - t_start) / max(1, timed)
 
+    ema.update(force=True)  # the SFF stream's range-coder tables, from the final (EMA) weights
     meta = {
         "arch": DECODER_ARCH, "steps": step, "variant": config.variant.name, "config": config.to_dict(),
         "params": p, "params_hash": phash, "base_weights_sha256": base_meta.get("weights_sha256"),

@@ -5,8 +5,8 @@ switch              effect                                                      
 ==================  ==========================================================  ======================
 ``no_consistency``  no consistency branch: no consistency features, no          decoder checkpoint
                     consistency loss, no sampling guidance, no fusion            + ``NO_CONSISTENCY``
-``no_sff``          fixed fusion (gate 0.5), the syntax vector is unused         decoder checkpoint
-                                                                                 + ``NO_SFF``
+``no_sff``          fixed fusion (gate 0.5): no SFF stream (the file lacks its   decoder checkpoint
+                    ``sff`` section), the syntax vector is unused                + ``NO_SFF``
 ``no_boundary``     independent non-overlapping patches, independent noise      ``NO_BOUNDARY`` (decode
                                                                                  option, same weights)
 ==================  ==========================================================  ======================

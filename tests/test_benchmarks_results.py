@@ -112,3 +112,32 @@ def test_bitstream_benchmark_saves(results_dir, tmp_path, monkeypatch):
     assert res["n_images"] == 1 and res["model_meta"]["N"] == 8
     assert [r["rate"] for r in res["per_rate"]] == [0, 1] and len(res["rows"]) == 2
     assert all(r["bpp_file"] > 0 for r in res["rows"]) and isinstance(res["all_bit_exact"], bool)
+
+
+def test_sff_stream_benchmark_saves(results_dir, tmp_path, monkeypatch):
+    """One Kodak image at one rate: the shipped decoders and a random decoder with a 4-value SFF stream
+    (built for the shipped base), whose sff section and stream statistics are reported."""
+    import torch
+
+    from cgdm.diffusion_decoder import CGDMDecoder, DecoderConfig
+    from cgdm.zoo import save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = DecoderConfig(num_rates=4, feature_channels=64, syntax_dim=16, channels=(8, 16), emb_dim=16,
+                        consistency_channels=8, consistency_hidden=8, consistency_blocks=1, sff_stream_dim=4)
+    dec = CGDMDecoder(cfg)
+    dec.update(force=True)
+    ckpt = tmp_path / "stream.pth"
+    save_checkpoint(ckpt, dec.state_dict(), {"arch": "cgdm-decoder", "steps": 0, "config": cfg.to_dict(),
+                                             "params": {"steps": 0, "sff_stream_dim": 4}})
+    monkeypatch.setattr(sys, "argv", ["benchmarks/sff_stream.py"])
+    assert _script("sff_stream").main(["--images", "1", "--rates", "0", "--threads", "1",
+                                       "--decoder", f"stream={ckpt}"]) == 0
+    doc = _results.load("sff_stream")
+    _check_provenance(doc, "sff_stream")
+    rows = {r["decoder"]: r for r in doc["results"]["rows"]}
+    assert set(rows) == {"shipped_full", "shipped_no_sff", "stream"}
+    assert "sff_bytes" not in rows["shipped_full"] and rows["stream"]["sff_bytes"] >= 8
+    assert rows["stream"]["distinct_vectors"] == 1 and rows["stream"]["max_spread"] == 0  # one image
+    assert rows["stream"]["bpp"] > rows["shipped_full"]["bpp"]  # the same base streams plus the sff section
+    assert 20 < rows["shipped_full"]["psnr"] < 40

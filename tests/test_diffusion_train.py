@@ -13,7 +13,7 @@ from helpers.diffusion import test_image, tiny_base
 
 TINY = {"channels": [8, 16], "emb_dim": 16, "consistency_channels": 8, "consistency_hidden": 8,
         "consistency_blocks": 1, "batch_size": 2, "patch_size": 32, "steps": 4, "checkpoint_every": 2,
-        "lpips_weight": 0.0}
+        "lpips_weight": 0.0, "sff_stream_dim": 4}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,8 @@ def setup(tmp_path_factory):
         save_png(images[-1], test_image(40, 48, seed=i))
     base = tiny_base()
     base_ckpt = root / "base.pth"
-    save_checkpoint(base_ckpt, base.state_dict(), {"arch": "cgdm-base-vr-mshp", "steps": 0, "config": base.config})
+    save_checkpoint(base_ckpt, base.state_dict(), {"arch": "cgdm-base-vr-mshp", "steps": 0, "config": base.config,
+                                                  "lambdas": [0.004, 0.016]})
     return root, images, base_ckpt
 
 
@@ -118,11 +119,11 @@ def test_perceptual_losses_are_recorded_and_a_missing_one_is_an_error(setup, tmp
     train_decoder({**TINY, "perceptual": "adversarial", "adversarial_start": 0.0}, images, out,
                   {"base": str(base_ckpt)}, progress=False)
     _, meta = load_decoder(out)
-    assert meta["losses"] == ["diffusion", "consistency", "deviation", "adversarial"]
+    assert meta["losses"] == ["diffusion", "consistency", "deviation", "adversarial", "sff_rate"]
     assert "critic" in meta["final"] and "adversarial" in meta["final"]
     none = tmp_path / "none.pth"
     train_decoder({**TINY, "perceptual": "none"}, images, none, {"base": str(base_ckpt)}, progress=False)
-    assert load_decoder(none)[1]["losses"] == ["diffusion", "consistency", "deviation"]
+    assert load_decoder(none)[1]["losses"] == ["diffusion", "consistency", "deviation", "sff_rate"]
 
     monkeypatch.setenv("CGDM_WEIGHTS_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ValueError, match=r"lpips.*(fetch|--list)"):
@@ -132,6 +133,7 @@ def test_perceptual_losses_are_recorded_and_a_missing_one_is_an_error(setup, tmp
     # auto falls back to the adversarial term alone, and records it
     train_decoder({**TINY, "perceptual": "auto", "lpips_weight": 0.1}, images, tmp_path / "a.pth",
                   {"base": str(base_ckpt)}, progress=False)
-    assert load_decoder(tmp_path / "a.pth")[1]["losses"][-1] == "adversarial"
+    used = load_decoder(tmp_path / "a.pth")[1]["losses"]
+    assert [n for n in used if n in ("adversarial", "lpips")] == ["adversarial"]
     with pytest.raises(ValueError, match="unknown perceptual"):
         train_decoder({**TINY, "perceptual": "gan"}, images, tmp_path / "x.pth", {"base": str(base_ckpt)})

@@ -56,7 +56,7 @@ def corpus(tmp_path_factory):
     image = test_image(48, 80)
     base_file = BaseCoder(base).encode(image, 1)
 
-    model = tiny_cgdm(base=base)
+    model = tiny_cgdm(base=base, sff_stream_dim=4)  # with an SFF stream: its section is fuzzed too
     dec_ckpt = folder / "dec.pth"
     save_checkpoint(dec_ckpt, model.decoder.state_dict(),
                     {"arch": "cgdm-decoder", "steps": 0, "config": model.decoder.config.to_dict(), "variant": "full"})

@@ -11,7 +11,8 @@ Conditioning:
 * **base reconstruction** (concatenated to the input, and the anchor of the output: the network predicts
   ``x0 = x_base + residual``, so an untrained or uncertain network stays at the decoded image);
 * **consistency features** (optional, concatenated to the input and fused into the last decoder stage
-  by the ``fusion`` module, see :mod:`cgdm.fusion`);
+  by the ``fusion`` module, see :mod:`cgdm.fusion`, and, with ``inner_fusion``, into every other decoder
+  stage too, average-pooled to that stage's resolution);
 * **rate index** (learned embedding: one network shared by all rate points);
 * **timestep** (sinusoidal embedding).
 """
@@ -88,6 +89,8 @@ class ConditionalUNet(nn.Module):
         unshuffle: pixel-unshuffle factor of the working resolution.
         emb_dim: width of the time/rate embedding.
         fusion: optional module ``(h, features, syntax) -> h`` applied to the last decoder stage (SFF).
+        inner_fusion: optional modules of the same kind for the other decoder stages, deepest first
+            (``len(channels) - 1`` of them, for widths ``channels[-1], ..., channels[1]``).
         refine_channels: width of a full-resolution head after the pixel shuffle (0 = none). Without it every
             output pixel of a ``unshuffle`` x ``unshuffle`` block comes from one low-resolution position, so
             detail the network adds (adversarial training asks for detail) is locked to that block grid.
@@ -95,7 +98,7 @@ class ConditionalUNet(nn.Module):
 
     def __init__(self, num_rates: int, feature_channels: int = 0, channels: tuple[int, ...] = (32, 64, 96),
                  unshuffle: int = 4, emb_dim: int = 128, fusion: nn.Module | None = None,
-                 refine_channels: int = 0):
+                 refine_channels: int = 0, inner_fusion: list[nn.Module] | None = None):
         super().__init__()
         if num_rates < 1:
             raise ValueError("num_rates must be >= 1")
@@ -128,6 +131,10 @@ class ConditionalUNet(nn.Module):
             if i > 0:
                 self.upsample.append(nn.Conv2d(channels[i], channels[i - 1], 3, padding=1))
         self.fusion = fusion
+        if inner_fusion is not None and (fusion is None or len(inner_fusion) != len(channels) - 1):
+            raise ValueError(f"inner_fusion needs a last-stage fusion and {len(channels) - 1} modules, one per "
+                             "other decoder stage")
+        self.inner_fusion = nn.ModuleList(inner_fusion) if inner_fusion is not None else None
         self.norm_out = ChannelNorm(c0)
         self.conv_out = nn.Conv2d(c0, pix, 3, padding=1)
         if refine_channels:
@@ -175,6 +182,11 @@ class ConditionalUNet(nn.Module):
         h = self.mid(h, emb)
         for j, block in enumerate(self.up):
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            if self.inner_fusion is not None and j < len(self.inner_fusion):
+                # stage j works at 1 / 2^(L-1-j) of the working resolution; the pooling windows line up
+                # with the tiles, whose sides are multiples of `multiple`
+                k = 2 ** (len(self.up) - 1 - j)
+                h = self.inner_fusion[j](h, F.avg_pool2d(features, k), syntax)
             if j < len(self.upsample):
                 h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         if self.fusion is not None:

@@ -26,7 +26,9 @@ def tiny_decoder(seed: int = 1, **overrides) -> CGDMDecoder:
     """Random decoder whose output layers are *not* zero, so every input visibly changes the output."""
     torch.manual_seed(seed)
     cfg = DecoderConfig(**{"num_rates": 2, "feature_channels": 16, "syntax_dim": 8, **TINY_ARCH, **overrides})
-    return CGDMDecoder(cfg).eval()
+    dec = CGDMDecoder(cfg)
+    dec.update(force=True)  # the SFF stream's range-coder tables (no-op without a stream)
+    return dec.eval()
 
 
 def tiny_cgdm(seed: int = 1, options: SamplingOptions | None = None, boundary: bool = True,
