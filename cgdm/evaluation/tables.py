@@ -42,8 +42,7 @@ ABLATION_VARIANTS = ["full", "no_consistency", "no_sff", "no_boundary"]
 VARIANT_REMOVES = {
     "full": "nothing (consistency branch + SFF + global boundary control)",
     "no_consistency": "consistency branch: its features, loss, guidance and fusion (own decoder)",
-    "no_sff": "syntax-driven fusion: fixed 0.5 gate, no SFF stream (file smaller by its section), syntax unused "
-              "(own decoder)",
+    "no_sff": "syntax-driven fusion: fixed 0.5 gate, syntax unused (own decoder)",
     "no_boundary": "boundary control: separate non-overlapping tiles, own noise and conditioning each (full's weights)",
     "base": "the diffusion decoder (base codec output)",
     "online": "nothing: adds online optimisation at encode (each image's latent and syntax refined; same decoder)",
