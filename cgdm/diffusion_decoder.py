@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from compressai.models.utils import update_registered_buffers
 from torch import Tensor, nn
 
 from cgdm.consistency import ConsistencyBranch
@@ -147,13 +148,12 @@ class CGDMDecoder(nn.Module):
             self.sff_stream.entropy_bottleneck.update(force=force)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        # the SFF stream's CDF tables have data-dependent sizes: resize them to the stored ones first
-        if self.sff_stream is not None:
-            eb = self.sff_stream.entropy_bottleneck
-            for name in ("_quantized_cdf", "_offset", "_cdf_length"):
-                key = f"sff_stream.entropy_bottleneck.{name}"
-                if key in state_dict:
-                    getattr(eb, name).resize_(state_dict[key].shape)
+        # the SFF stream's CDF tables have data-dependent sizes: resize them to the stored ones first, as
+        # CompressAI's models do (a state without them fails the strict load below with the missing keys)
+        prefix = "sff_stream.entropy_bottleneck"
+        if self.sff_stream is not None and f"{prefix}._quantized_cdf" in state_dict:
+            update_registered_buffers(self.sff_stream.entropy_bottleneck, prefix,
+                                      ["_quantized_cdf", "_offset", "_cdf_length"], state_dict, policy="resize")
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @property
