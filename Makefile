@@ -3,6 +3,7 @@
 #   make test        set up .venv and run the test suite
 #   make ablations / paper_tables / report   the other documented targets, in any order after reproduce
 #   make dp_curve   the distortion-perception sweep (guidance / bound) of CGDM and its ablations at one rate
+#   make gpu-wheels the two wheels config/zoo/train_on_gpu.sh needs to train the zoo on a rented GPU
 # Setup is idempotent: .venv is (re)built only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # runs the documented targets this way on a temporary copy of .test/).
 SNAKEMAKE_ARGS ?=
 
-.PHONY: setup reproduce ablations paper_tables report test test-slow test-workflow lint ci clean-results
+.PHONY: setup reproduce ablations paper_tables report test test-slow test-workflow lint ci clean-results gpu-wheels
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +74,13 @@ lint: setup
 	$(BIN)/snakefmt --check workflow
 
 ci: test test-workflow lint
+
+# The wheels config/zoo/train_on_gpu.sh installs on a GPU machine that has Python 3.12 and PyTorch but no
+# package index (a rented one): the two packages the trainers import that a PyTorch image lacks, into .whl/
+GPU_WHEELS := compressai==1.2.8 pytorch-msssim==1.0.0
+gpu-wheels: setup
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_34_x86_64 --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 
 clean-results:
 	rm -rf results/encoded results/metrics results/fid results/published results/results.csv results/ablations.csv

@@ -2,6 +2,7 @@
 
     python benchmarks/decoder_objectives.py --base resources/models/cgdm_base.pt [--steps 600]
         [--objectives mse,adversarial,adversarial_refine,adversarial_refine_x4] [--threads 1] [--images 12]
+        [--jobs 1] [--save-as decoder_objectives]
 
 Trains the full decoder (consistency branch + SFF, residual-shifting diffusion, 4 steps) once per objective
 on the embedded training photos (data/train), on a frozen base checkpoint, for the same number of steps,
@@ -15,20 +16,26 @@ Objectives (``cgdm.train_diffusion`` params on top of its defaults):
 
 * ``mse``: diffusion x0 MSE + consistency + deviation losses (``perceptual: none``);
 * ``adversarial``: + conditional patch-discriminator loss, weight 0.005, from step 0;
+* ``adversarial_late``: the same after 25 % of the steps (the trainer's defaults: ``perceptual: auto``
+  offline, and config/zoo/gpu.yaml's decoders);
 * ``adversarial_refine``: the same with the full-resolution output head (16 channels), the adversarial
   term after 25 % of the steps;
 * ``adversarial_refine_x4``: the same, adversarial weight 0.02.
 
-Saves benchmarks/results/decoder_objectives.json (with provenance and the base checkpoint's hash).
+``--jobs N`` trains N objectives at once (separate processes, ``--threads`` each); the decodes run one at a
+time afterwards. Saves benchmarks/results/<save-as>.json (default decoder_objectives.json; with provenance
+and the base checkpoint's hash).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +49,7 @@ from benchmarks._results import save  # noqa: E402
 OBJECTIVES = {
     "mse": {"perceptual": "none"},
     "adversarial": {"perceptual": "adversarial", "adversarial_weight": 0.005, "adversarial_start": 0.0},
+    "adversarial_late": {"perceptual": "adversarial", "adversarial_weight": 0.005, "adversarial_start": 0.25},
     "adversarial_refine": {"perceptual": "adversarial", "adversarial_weight": 0.005, "adversarial_start": 0.25,
                            "refine_channels": 16},
     "adversarial_refine_x4": {"perceptual": "adversarial", "adversarial_weight": 0.02, "adversarial_start": 0.25,
@@ -56,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--objectives", default=",".join(OBJECTIVES))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--images", type=int, default=12, help="Kodak images (every 24/N-th)")
+    p.add_argument("--jobs", type=int, default=1, help="objectives trained at once")
+    p.add_argument("--save-as", default="decoder_objectives", help="result name (benchmarks/results/NAME.json)")
+    p.add_argument("--reference", metavar="DECODER", help="a trained decoder checkpoint measured alongside, "
+                   "untrained here (e.g. zoo/cgdm_decoder.pt: the shipped decoder on the same images)")
     args = p.parse_args(argv)
 
     import torch
@@ -65,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     from cgdm.model import CGDM, load_base
     from cgdm.sampling_options import SamplingOptions
     from cgdm.tensors import image_to_tensor, tensor_to_image
-    from cgdm.train_diffusion import train_decoder
     from cgdm.zoo import load_checkpoint
 
     torch.set_num_threads(args.threads)
@@ -74,13 +85,19 @@ def main(argv: list[str] | None = None) -> int:
     train = list_images(REPO / "data" / "train")
     rates = (0, 3)
     rows, base_swd = [], {}  # the base codec's SWD per rate: the same for every objective
+    names = [o.strip() for o in args.objectives.split(",") if o.strip()]
     with tempfile.TemporaryDirectory() as tmp:
-        for name in [o.strip() for o in args.objectives.split(",") if o.strip()]:
-            params = {**OBJECTIVES[name], "steps": args.steps, "threads": args.threads, "checkpoint_every": 10**9}
-            out = Path(tmp) / f"{name}.pt"
-            t = time.perf_counter()
-            train_decoder(params, train, out, {"base": args.base}, progress=False)
-            train_s = time.perf_counter() - t
+        # 1. train (in parallel with --jobs: separate processes, spawned so each starts its own torch threads)
+        jobs = [({**OBJECTIVES[n], "steps": args.steps, "threads": args.threads, "checkpoint_every": 10**9},
+                 train, Path(tmp) / f"{n}.pt", {"base": args.base}) for n in names]
+        with ProcessPoolExecutor(max(1, args.jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            train_s = dict(zip(names, pool.map(_train, jobs), strict=True))
+        # 2. decode and measure, one decoder at a time
+        decoders = {n: Path(tmp) / f"{n}.pt" for n in names}
+        if args.reference:
+            decoders["reference"] = Path(args.reference)
+            train_s["reference"] = None
+        for name, out in decoders.items():
             meta = load_checkpoint(out)["meta"]
             model = CGDM.from_checkpoints(args.base, out, options=SamplingOptions(tile=256, overlap=32))
             for r in rates:
@@ -95,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                 s_base = base_swd[r]
                 s_cgdm = swd(recons, originals)
                 row = {
-                    "objective": name, "params": OBJECTIVES[name], "steps": args.steps, "rate": r,
-                    "losses": meta["losses"], "train_s": round(train_s, 1), "ms_per_step": meta["ms_per_step"],
+                    "objective": name, "params": OBJECTIVES.get(name, meta.get("params")), "rate": r,
+                    "steps": meta.get("steps"), "losses": meta["losses"], "ms_per_step": meta["ms_per_step"],
+                    "train_s": train_s[name] and round(train_s[name], 1),
                     "psnr_base": np.mean([psnr(a, b) for a, b in zip(base, originals, strict=True)]),
                     "psnr_cgdm": np.mean([psnr(a, b) for a, b in zip(recons, originals, strict=True)]),
                     "swd_base": s_base.value, "swd_cgdm": s_cgdm.value,
@@ -107,17 +125,31 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(f"{name:24s} rate {r}: PSNR {row['psnr_base']:.2f} -> {row['psnr_cgdm']:.2f} dB "
                       f"({row['psnr_gain_db']:+.2f}), SWD {row['swd_base']:.1f} -> {row['swd_cgdm']:.1f} "
-                      f"(x{row['swd_ratio']:.3f}); train {train_s:.0f} s", flush=True)
+                      f"(x{row['swd_ratio']:.3f}); train {train_s[name] or 0:.0f} s", flush=True)
     _, base_meta = load_base(args.base)
-    save("decoder_objectives", {
+    save(args.save_as, {
         "setup": {"base": os.path.relpath(args.base, REPO) if Path(args.base).is_absolute() else args.base,
                   "base_weights_sha256": base_meta.get("weights_sha256"), "base_steps": base_meta.get("steps"),
-                  "kodak_images": len(originals), "rates": list(rates), "threads": args.threads,
+                  "kodak_images": len(originals), "rates": list(rates), "threads": args.threads, "jobs": args.jobs,
+                  "reference": args.reference and os.path.relpath(Path(args.reference).resolve(), REPO),
                   "sampling": "SamplingOptions(tile=256, overlap=32), defaults otherwise",
                   "load_average_end": os.getloadavg()},
         "rows": rows,
     })
     return 0
+
+
+def _train(job) -> float:
+    """Train one objective's decoder (a worker process); its wall seconds."""
+    import torch
+
+    from cgdm.train_diffusion import train_decoder
+
+    params, images, out, requires = job
+    torch.set_num_threads(params["threads"])
+    t = time.perf_counter()
+    train_decoder(params, images, out, requires, progress=False)
+    return time.perf_counter() - t
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ trip, default decode settings) and controlled changes of the base codec's recons
 to [0, 255], rounded to 8 bits):
 
 * ``dither``: white Gaussian noise of ``sigma`` grey levels (1, 2, 3, 4, 6), the same seeded field per
-  image (scaled by sigma) at every rate;
+  image (scaled by sigma) at every rate: the D-P sweep's noise-alone control itself
+  (:func:`cgdm.evaluation.realism.dither`, the same noise for the same image id and seed);
 * ``unsharp``: ``recon + a * (recon - G1(recon))`` with ``G1`` a Gaussian blur of 1 px per spatial axis,
   ``a`` = 0.5, 1;
 * ``blur``: Gaussian blur of 0.7 px (a blurrier reconstruction);
@@ -75,10 +76,14 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
-def changes(recon: np.ndarray, original: np.ndarray, noise: np.ndarray) -> dict[tuple[str, float], np.ndarray]:
-    """The controlled changes of one base reconstruction, keyed by (change, parameter)."""
+def changes(recon: np.ndarray, original: np.ndarray, image: str, seed: int) -> dict[tuple[str, float], np.ndarray]:
+    """The controlled changes of one base reconstruction, keyed by (change, parameter); the dither is the
+    D-P sweep's noise-alone control itself (cgdm.evaluation.realism.dither, keyed by the image id, e.g.
+    kodim01, as the workflow keys it)."""
+    from cgdm.evaluation.realism import dither
+
     r = recon.astype(np.float64)
-    out = {("dither", s): _to_uint8(r + s * noise) for s in DITHER_SIGMAS}
+    out = {("dither", s): dither(recon, s, image, seed) for s in DITHER_SIGMAS}
     detail = r - _gauss(r, SMOOTH_SIGMA)
     out.update({("unsharp", a): _to_uint8(r + a * detail) for a in UNSHARP_AMOUNTS})
     out[("blur", BLUR_SIGMA)] = _to_uint8(_gauss(r, BLUR_SIGMA))
@@ -128,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             cgdm_bpp.append(8 * len(data) / (h * w))
             sets.setdefault(("base", None), []).append(recon)
             sets.setdefault(("cgdm", None), []).append(model.decompress(data))
-            noise = np.random.default_rng([args.seed, i]).standard_normal(img.shape)
-            for key, changed in changes(recon, img, noise).items():
+            for key, changed in changes(recon, img, files[i].stem, args.seed).items():
                 sets.setdefault(key, []).append(changed)
         for key in sets:
             bpp[key] = float(np.mean(cgdm_bpp if key[0] == "cgdm" else base_bpp))

@@ -19,6 +19,7 @@ COMMANDS = {
     "encode": ("cgdm.pipeline", "main", "encode a dataset with one codec at one rate (workflow step)"),
     "zoo-ship": ("cgdm.cli_train", "zoo_ship_main", "copy trained models into zoo/ (workflow step)"),
     "zoo-extend": ("cgdm.cli_train", "zoo_extend_main", "continue training shipped models from their weights"),
+    "zoo-train": ("cgdm.cli_train", "zoo_train_main", "train every shipped model into zoo/ without Snakemake (GPU)"),
 }
 
 

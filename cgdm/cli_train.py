@@ -1,5 +1,5 @@
 """``cgdm train``: train one model into a checkpoint file (or install its shipped weights), and the zoo steps
-``cgdm zoo-ship`` / ``cgdm zoo-extend``.
+``cgdm zoo-ship`` / ``cgdm zoo-extend`` / ``cgdm zoo-train``.
 
 One command for the user and for the workflow (rule ``train_model``). The model is described by the keys of
 a workflow ``models:`` entry (config/README.md), read from a YAML file (``--config``) or given inline as JSON
@@ -34,7 +34,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -45,7 +48,7 @@ from cgdm.imageio import list_images
 from cgdm.pipeline import resolve_device, set_threads
 from cgdm.results import code_revision
 
-__all__ = ["ENTRY_KEYS", "STAGES", "train_main", "zoo_extend_main", "zoo_ship_main"]
+__all__ = ["ENTRY_KEYS", "STAGES", "train_main", "zoo_extend_main", "zoo_ship_main", "zoo_train_main"]
 
 #: ``stage:`` shorthand (the standalone configs of the two CGDM stages) -> trainer
 STAGES = {"base": "cgdm.train:train_base", "decoder": "cgdm.train_diffusion:train_decoder"}
@@ -232,10 +235,21 @@ def zoo_extend_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def zoo_ship_main(argv: list[str] | None = None) -> int:
-    """Workflow step of ``train_zoo``: copy freshly trained models into zoo/ and rewrite zoo/zoo.json."""
+def _ship(names: list[str], entries: dict, revision: str, extra: dict | None = None, folder: str | None = None) -> Path:
+    """Copy the trained ``names`` (MODEL_PATH, timed in TRAIN_BENCHMARK) into zoo/ and rewrite zoo/zoo.json."""
     from cgdm.zoo import ship  # lazy: cgdm.zoo imports torch
 
+    models = {}
+    for name in names:
+        bench = pd.read_csv(TRAIN_BENCHMARK.format(name), sep="\t")
+        models[entries[name]["zoo"]] = (entries[name], Path(MODEL_PATH.format(name)),
+                                        {"wall_s": round(float(bench["s"].iloc[0]), 1),
+                                         "cpu_s": round(float(bench["cpu_time"].iloc[0]), 1), **(extra or {})})
+    return ship(models, revision, *([folder] if folder else []))
+
+
+def zoo_ship_main(argv: list[str] | None = None) -> int:
+    """Workflow step of ``train_zoo``: copy freshly trained models into zoo/ and rewrite zoo/zoo.json."""
     p = argparse.ArgumentParser(prog="cgdm zoo-ship", description=zoo_ship_main.__doc__)
     p.add_argument("--retrained", action="store_true", help="the models were trained by this run (retrain: true)")
     p.add_argument("--models", required=True, help="the config's models: entries to ship, as JSON")
@@ -250,13 +264,131 @@ def zoo_ship_main(argv: list[str] | None = None) -> int:
     if not args.ship:
         print("cgdm zoo-ship: no model of the config names shipped weights (zoo:); nothing to ship")
         return 0
-    entries = json.loads(args.models)
-    models = {}
-    for name in args.ship:
-        bench = pd.read_csv(TRAIN_BENCHMARK.format(name), sep="\t")
-        models[entries[name]["zoo"]] = (entries[name], Path(MODEL_PATH.format(name)),
-                        {"wall_s": round(float(bench["s"].iloc[0]), 1),
-                         "cpu_s": round(float(bench["cpu_time"].iloc[0]), 1)})
-    manifest = ship(models, args.revision or code_revision())
+    manifest = _ship(args.ship, json.loads(args.models), args.revision or code_revision())
     print(f"shipped {', '.join(args.ship)} -> {manifest}")
     return 0
+
+
+def _unmet(entry: dict, done, present: set[str]) -> list[str]:
+    """The models ``entry`` requires that are neither trained yet (``done``) nor ``present`` already."""
+    return [r for r in entry.get("requires") or [] if r not in done and r not in present]
+
+
+def _order(entries: dict[str, dict], present: set[str]) -> list[str]:
+    """The models in an order that trains each after the models it requires, which are trained here or
+    ``present`` already (SpecError on a cycle or a required model that is neither)."""
+    done: list[str] = []
+    pending = dict(entries)
+    while pending:
+        ready = [n for n, e in pending.items() if not _unmet(e, done, present)]
+        if not ready:
+            missing = {n: _unmet(e, done, present) for n, e in pending.items()}
+            raise SpecError(f"the models' requires are neither trained here nor in {MODEL_PATH.format('*')}: "
+                            f"{missing}")
+        for n in ready:
+            done.append(n)
+            del pending[n]
+    return done
+
+
+def zoo_train_main(argv: list[str] | None = None) -> int:
+    """Train every model of a config that has shipped weights (`zoo:`) and ship them into zoo/, without
+    Snakemake: what `snakemake train_zoo --config retrain=true` does, for a machine that has PyTorch and this
+    package but not the workflow's dependencies (a rented GPU; Makefile: gpu-wheels, README: the zoo).
+
+    Each model is one `cgdm train` process (log: logs/train/MODEL.log; resumable like it), started once the
+    models it requires are trained, up to --jobs at once; its wall and CPU seconds are measured and written
+    where the workflow's benchmark directive writes them, so zoo/zoo.json gets the same provenance. Nothing
+    is shipped unless every model trained."""
+    p = argparse.ArgumentParser(prog="cgdm zoo-train", description=zoo_train_main.__doc__.split("\n\n")[0])
+    p.add_argument("models", nargs="*", metavar="MODEL", help="config model names (default: every one with zoo:)")
+    p.add_argument("--config", default="config/config.yaml", help="workflow config holding the models: table")
+    p.add_argument("--train-dir", help="training images (default: the config's train_data)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
+    p.add_argument("--jobs", type=int, default=0, help="models trained at once (default: all that are ready)")
+    p.add_argument("--threads", type=int, help="torch CPU threads per model (default: the entry's threads)")
+    p.add_argument("--revision", help="code revision trained (default: this checkout's, or $CGDM_CODE_REVISION)")
+    p.add_argument("--zoo-dir", help="folder to ship into (default: zoo/)")
+    args = p.parse_args(argv)
+    try:
+        config = yaml.safe_load(Path(args.config).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"cgdm zoo-train: bad config {args.config}: {exc}", file=sys.stderr)
+        return 2
+    entries = {n: e for n, e in (config.get("models") or {}).items() if e.get("zoo")}
+    unknown = [n for n in args.models if n not in entries]
+    if unknown or not entries:
+        print(f"cgdm zoo-train: {unknown or 'no model'} is not a model of {args.config} with shipped weights "
+              f"(zoo:); those are: {sorted(entries)}", file=sys.stderr)
+        return 2
+    if args.models:
+        entries = {n: entries[n] for n in args.models}
+    # a required model that is not trained here is used as it is in resources/models/ (e.g. the installed
+    # base codec, when only the decoders are retrained)
+    present = {n for n in config.get("models") or {} if n not in entries and Path(MODEL_PATH.format(n)).is_file()}
+    try:
+        order = _order(entries, present)
+    except SpecError as exc:
+        print(f"cgdm zoo-train: {exc}", file=sys.stderr)
+        return 2
+    train_dir = args.train_dir or config.get("train_data", "data/train")
+    device = resolve_device(args.device)
+    jobs = args.jobs or len(order)
+    done, failed, running = [], [], {}
+    print(f"cgdm zoo-train: {len(order)} models on {device}, {jobs} at once: {', '.join(order)}", flush=True)
+    while order or running:
+        for name in [n for n in order if not _unmet(entries[n], done, present)]:
+            if len(running) >= jobs:
+                break
+            order.remove(name)
+            running[name] = (_start(name, entries[name], train_dir, device, args.threads), time.monotonic())
+        time.sleep(0.2)
+        for name, (proc, t0) in list(running.items()):
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid == 0:
+                continue
+            del running[name]
+            wall, cpu = time.monotonic() - t0, usage.ru_utime + usage.ru_stime
+            if os.waitstatus_to_exitcode(status) != 0:
+                failed.append(name)
+                # models that need it cannot train: dropped, and named at the end
+                order = [n for n in order if name not in (entries[n].get("requires") or [])]
+                print(f"{name}: FAILED after {wall:.0f} s (log: {_LOG.format(name)})", flush=True)
+                continue
+            bench = Path(TRAIN_BENCHMARK.format(name))
+            bench.parent.mkdir(parents=True, exist_ok=True)
+            # the columns zoo-ship reads, named as Snakemake's benchmark directive names them
+            bench.write_text(f"s\tcpu_time\n{wall:.4f}\t{cpu:.4f}\n")
+            done.append(name)
+            print(f"{name}: trained in {wall:.0f} s ({cpu:.0f} CPU s)", flush=True)
+    if failed or len(done) < len(entries):
+        print(f"cgdm zoo-train: {failed} failed, {sorted(set(entries) - set(done) - set(failed))} not trained; "
+              "nothing shipped (the finished checkpoints stay in resources/models/, and the same command "
+              "continues the interrupted ones)", file=sys.stderr)
+        return 1
+    extra = {"note": f"cgdm zoo-train, {jobs} models at once on {_device_name(device)}"}
+    manifest = _ship(done, entries, args.revision or code_revision(), extra, args.zoo_dir)
+    print(f"shipped {', '.join(done)} -> {manifest}")
+    return 0
+
+
+_LOG = "logs/train/{}.log"
+
+
+def _start(name: str, entry: dict, train_dir: str, device: str, threads: int | None) -> subprocess.Popen:
+    """One `cgdm train` process for a config entry, the way the workflow's train_model rule runs it."""
+    cmd = [sys.executable, "-m", "cgdm", "train", "--name", name, "--spec", json.dumps(entry),
+           "--train-dir", str(train_dir), "--out", MODEL_PATH.format(name), "--device", device,
+           "--threads", str(entry.get("threads", 2) if threads is None else threads)]
+    cmd += [a for r in entry.get("requires") or [] for a in ("--require", f"{r}={MODEL_PATH.format(r)}")]
+    Path(_LOG.format(name)).parent.mkdir(parents=True, exist_ok=True)
+    with open(_LOG.format(name), "w") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        import torch  # lazy: only the GPU case needs it
+
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return device

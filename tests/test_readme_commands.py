@@ -44,6 +44,7 @@ NOT_RUN = {
     "snakemake --configfile config/paper.yaml --profile profiles/slurm":
         "submits to a SLURM cluster; dry-run in tests/test_workflow.py::test_targets_resolve[paper-slurm]",
     "cgdm decompress": "names the subcommand in prose (its full command line runs)",
+    "cgdm train": "names the subcommand in prose (the zoo-train paragraph); its documented line is below",
     "cgdm redecode IN OUT --set seed=3": "placeholders in prose; tests/test_redecode.py runs the command",
     "cgdm train --config my_base.yaml":
         "the user's own config file; the workflow run trains every model through the same code",
@@ -52,6 +53,8 @@ NOT_RUN = {
         "needs codecs whose params add a restart at the shipped steps (the .test models are not shipped); "
         "tests/test_train.py::test_zoo_extend_continues_a_shipped_model runs it on a tiny shipped model",
     "cgdm zoo-ship": "names the last step of train_zoo in prose; the README's train_zoo command runs it",
+    "cgdm zoo-train": "names the subcommand in prose; tests/test_zoo_train.py runs it on tiny models",
+    "make gpu-wheels": "downloads from the package index (CI may have none); the wheels are for a GPU machine",
 }
 
 #: the README's placeholders and values that the .test run replaces: (pattern, replacement)

@@ -166,7 +166,7 @@ def test_default_target_does_not_train_or_run_the_ablations(target, fresh_checko
 
 def test_paper_profile_does_not_inherit_the_quick_training_recipe(fresh_checkout):
     """config/paper.yaml merges onto the quick config key by key: none of the quick models' params that
-    shape training (the zoo's warm restarts, the decoders' perceptual: none) may leak into it."""
+    shape training (the zoo's warm restarts, the decoders' adversarial term from step 0) may leak into it."""
     res = snakemake(fresh_checkout, "-n", "-p", "train_zoo", "--configfile", "config/paper.yaml")
     assert res.returncode == 0, res.output[-3000:]
     specs = [json.loads(line.split("--spec '")[1].split("'")[0]) for line in res.output.splitlines()
@@ -174,6 +174,7 @@ def test_paper_profile_does_not_inherit_the_quick_training_recipe(fresh_checkout
     assert len(specs) == 6, specs
     for spec in specs:
         assert not spec["params"].get("restarts") and spec["params"].get("perceptual") in (None, "auto"), spec
+        assert spec["params"].get("adversarial_start") in (None, 0.25), spec
 
 
 def _train_commands(res):

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from cgdm.availability import trainer_metrics, update_states
+from cgdm.cli_train import MODEL_PATH, TRAIN_BENCHMARK
 from cgdm.hashing import config_hash as _hash
+from cgdm.zoo import CheckpointError, SHIPPED_DIR, check_shipped
 
 validate(config, schema="../schemas/config.schema.yaml")
 
@@ -53,8 +56,6 @@ def shipped(model):
     """Name of the shipped weights the workflow installs for `model`, or None when it trains it."""
     return None if RETRAIN else MODELS[model].get("zoo")
 
-
-from cgdm.zoo import CheckpointError, SHIPPED_DIR, check_shipped
 
 # zoo/zoo.json, read once: the checks below and the rule inputs (zoo_files) use the same table
 SHIPPED = {}
@@ -194,7 +195,6 @@ def variant_args():
 # not a rule: Snakemake has no rule that re-runs on every call. Probing costs well under a second
 # (sha256 digests are cached by size + mtime); see cgdm/availability.py. Note: `snakemake fetch_weights
 # all` probes before the fetch runs; fetch first, then run the targets.
-from cgdm.availability import trainer_metrics, update_states
 
 STATE_FILES = update_states(
     metrics=METRICS + [m for spec in MODELS.values() for m in trainer_metrics(spec)],
@@ -256,9 +256,8 @@ def rates(codec):
     return [str(i) for i in range(len(ALL_CODECS[codec]["rates"]))]
 
 
-# Where a model and its training benchmark go: cgdm.cli_train's paths (its zoo-ship and zoo-extend read
-# them there), so that the rules and the command line cannot disagree.
-from cgdm.cli_train import MODEL_PATH, TRAIN_BENCHMARK
+# Where a model and its training benchmark go: cgdm.cli_train's paths (MODEL_PATH, TRAIN_BENCHMARK; its
+# zoo-ship and zoo-extend read them there), so that the rules and the command line cannot disagree.
 
 
 def model_path(model):
