@@ -17,7 +17,16 @@ from tqdm.auto import tqdm
 
 from baselines.learned import build_model, load_checkpoint
 from cgdm.crops import RandomCrops
-from cgdm.training import check_extension, check_restarts, params_hash, rd_optimizers, segment_seed, set_lr
+from cgdm.training import (
+    check_extension,
+    check_restarts,
+    params_hash,
+    rd_optimizers,
+    restore_rng_states,
+    rng_states,
+    segment_seed,
+    set_lr,
+)
 from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
 
 #: defaults of the trainer's ``params`` (the config's ``models: {name: {params: ...}}``)
@@ -112,7 +121,7 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
         atomic_torch_save({"params_hash": phash, "params": p, "done": unit, "step": step,
                            "net": net.state_dict(), "optimizer": opt.state_dict(),
                            "aux_optimizer": aux_opt.state_dict(), "crop_rng": gen.get_state(),
-                           "torch_rng": torch.get_rng_state(), "states": states, "stats": stats,
+                           **rng_states(device), "states": states, "stats": stats,
                            "elapsed": seconds, "extended_from": extended_from}, state_path)
 
     for k, (seg, i) in enumerate(units):
@@ -139,7 +148,7 @@ def train(params: dict, train_images: list[Path], out: Path, requires: dict[str,
         if resume is not None and (step > first or seg == 0) and resume["crop_rng"] is not None:
             # the first segment's streams run on from λ to λ; a later segment's were just seeded
             gen.set_state(resume["crop_rng"])
-            torch.set_rng_state(resume["torch_rng"])
+            restore_rng_states(resume, device)
         resume = None
         t0 = time.perf_counter()
 

@@ -29,7 +29,17 @@ from tqdm.auto import tqdm
 
 from cgdm.codec import ARCH, BaseCodec, estimate_bits
 from cgdm.crops import RandomCrops
-from cgdm.training import check_extension, check_restarts, params_hash, rd_optimizers, segment, segment_seed, set_lr
+from cgdm.training import (
+    check_extension,
+    check_restarts,
+    params_hash,
+    rd_optimizers,
+    restore_rng_states,
+    rng_states,
+    segment,
+    segment_seed,
+    set_lr,
+)
 from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
 
 __all__ = ["DEFAULT_PARAMS", "extend_state", "train_base"]
@@ -150,10 +160,8 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
         else:
             optimizer.load_state_dict(state["optimizer"])
             aux_optimizer.load_state_dict(state["aux_optimizer"])
-            torch.set_rng_state(state["torch_rng"])
             generator.set_state(state["crop_rng"])
-            if device.type == "cuda" and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"], device)
+            restore_rng_states(state, device)
     elif state_path.exists():
         warnings.warn(f"{state_path} exists from an earlier run and will be overwritten (resume=False)",
                       stacklevel=2)
@@ -161,9 +169,7 @@ def train_base(params: dict, train_images: list[Path], out: str | os.PathLike, r
     def save_state() -> None:
         atomic_torch_save({"step": step, "params_hash": phash, "params": p, "model": model.state_dict(),
                            "optimizer": optimizer.state_dict(), "aux_optimizer": aux_optimizer.state_dict(),
-                           "torch_rng": torch.get_rng_state(), "crop_rng": generator.get_state(),
-                           # quantisation noise on a GPU comes from its own generator
-                           "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                           "crop_rng": generator.get_state(), **rng_states(device),
                            "extended_from": extended_from}, state_path)
 
     lam = torch.tensor(lambdas, device=device)

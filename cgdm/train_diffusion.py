@@ -59,7 +59,7 @@ from cgdm.diffusion_decoder import DECODER_ARCH, CGDMDecoder, DecoderConfig
 from cgdm.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from cgdm.hashing import config_hash
 from cgdm.model import base_lambdas, load_base
-from cgdm.training import rd_optimizers, set_lr
+from cgdm.training import rd_optimizers, restore_rng_states, rng_states, set_lr
 from cgdm.variants import Variant
 from cgdm.weights import DownloadBlocked, no_downloads, torch_home
 from cgdm.zoo import atomic_torch_save, load_training_state, save_checkpoint
@@ -256,8 +256,10 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
 
     state_path = _state_path(out)
     if resume and state_path.exists():
+        # loaded on the CPU: the RNG states must stay there (a CUDA run crashed here when it resumed); the
+        # modules and optimisers copy their tensors to the parameters' device
         state = load_training_state(state_path, phash, "different params or another base checkpoint",
-                                    map_location=device, weights_only=False)
+                                    weights_only=False)
         decoder.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
@@ -267,8 +269,7 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
             disc.load_state_dict(state["disc"])
             d_opt.load_state_dict(state["disc_optimizer"])
         generator.set_state(state["rng"])
-        if "torch_rng" in state:
-            torch.set_rng_state(state["torch_rng"])  # CompressAI's training noise (the SFF stream's rate)
+        restore_rng_states(state, device)  # CompressAI's training noise (the SFF stream's rate)
         step = int(state["step"])
     elif state_path.exists():
         warnings.warn(f"{state_path} exists from an earlier run and will be overwritten (resume=False)",
@@ -280,7 +281,7 @@ def train_decoder(params: dict, train_images: list[Path], out: str | os.PathLike
             extra["aux_optimizer"] = aux_opt.state_dict()
         atomic_torch_save({"step": step, "params_hash": phash, "params": p, "model": decoder.state_dict(),
                            "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                           "rng": generator.get_state(), "torch_rng": torch.get_rng_state(), **extra}, state_path)
+                           "rng": generator.get_state(), **rng_states(device), **extra}, state_path)
 
     total, every = int(p["steps"]), max(1, int(p["checkpoint_every"]))
     t_range = int(p["num_train_timesteps"]) if config.formulation == "resshift" else int(p["t_max"])

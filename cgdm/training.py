@@ -18,8 +18,8 @@ import torch
 
 from cgdm.hashing import config_hash
 
-__all__ = ["check_extension", "check_restarts", "lr_factor", "params_hash", "rd_optimizers", "segment", "segment_seed",
-           "set_lr"]
+__all__ = ["check_extension", "check_restarts", "lr_factor", "params_hash", "rd_optimizers", "restore_rng_states",
+           "rng_states", "segment", "segment_seed", "set_lr"]
 
 
 def lr_factor(step: int, total: int, final: float) -> float:
@@ -64,6 +64,23 @@ def rd_optimizers(net: torch.nn.Module, lr: float, aux_lr: float):
     aux = [p for n, p in net.named_parameters() if n.endswith(".quantiles") and p.requires_grad]
     main = [p for n, p in net.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
     return torch.optim.Adam(main, lr=float(lr)), torch.optim.Adam(aux, lr=float(aux_lr))
+
+
+def rng_states(device: torch.device | str) -> dict:
+    """torch's global random states, for a training state file: CompressAI's quantisation noise draws from
+    them (on a GPU from the device's own generator), so a resumed run without them would differ."""
+    device = torch.device(device)
+    return {"torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_rng_states(state: dict, device: torch.device | str) -> None:
+    """Set the states :func:`rng_states` saved. A state without them (a decoder state saved before they were
+    stored, or weights only, made at a restart) leaves the random streams as they are."""
+    if state.get("torch_rng") is not None:
+        torch.set_rng_state(state["torch_rng"])
+    if torch.device(device).type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
 def params_hash(p: dict, resumable) -> str:
