@@ -141,3 +141,26 @@ def test_sff_stream_benchmark_saves(results_dir, tmp_path, monkeypatch):
     assert rows["stream"]["distinct_vectors"] == 1 and rows["stream"]["max_spread"] == 0  # one image
     assert rows["stream"]["bpp"] > rows["shipped_full"]["bpp"]  # the same base streams plus the sff section
     assert 20 < rows["shipped_full"]["psnr"] < 40
+
+
+def test_snapshot_benchmark_saves(results_dir, monkeypatch, capsys):
+    """The snapshot's real steps take ~90 min (benchmarks/snapshot.py); here they are replaced by commands
+    that run in the fresh clone in moments: the clone holds HEAD, each step is timed, and a failing step
+    stops the run with its command named and nothing copied or saved."""
+    mod = _script("snapshot")
+    check = [sys.executable, "-c",
+             "import pathlib, sys; sys.exit(not pathlib.Path('benchmarks/snapshot.py').is_file())"]
+    monkeypatch.setattr(mod, "STEPS", [("first", ["true"]), ("in_the_clone", check)])
+    monkeypatch.setattr(sys, "argv", ["benchmarks/snapshot.py", "--no-copy"])
+    assert mod.main(["--no-copy"]) == 0
+    doc = _results.load("snapshot")
+    _check_provenance(doc, "snapshot")
+    res = doc["results"]
+    assert [s["step"] for s in res["steps"]] == ["first", "in_the_clone"] and res["copied"] is False
+    assert all(s["wall_s"] >= 0 for s in res["steps"]) and res["total_s"] == pytest.approx(
+        sum(s["wall_s"] for s in res["steps"]))
+    (results_dir / "snapshot.json").unlink()
+    monkeypatch.setattr(mod, "STEPS", [("fails", ["false"]), ("never", ["true"])])
+    with pytest.raises(SystemExit, match="false failed .* nothing copied"):
+        mod.main(["--no-copy"])
+    assert not (results_dir / "snapshot.json").exists()
